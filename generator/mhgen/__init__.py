@@ -1,0 +1,3 @@
+"""mhgen: compile a short training config into a standalone, readable fine-tuning script."""
+
+__version__ = "0.1.0"

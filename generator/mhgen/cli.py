@@ -1,0 +1,284 @@
+"""mhgen's command line: a thin shell over the pipeline. Exit 0 ok, 1 invalid config or stale
+output, 2 usage error. A user's mistake prints diagnostics, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from . import __version__
+from .diagnostics import ConfigError, MhgenError, UsageError
+from .pipeline import Compiled, check_config, compile_config
+from .write import write
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    extra: list[str] = []
+    if "--" in argv:  # everything after -- goes to the emitted script
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.extra = extra
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        _print_diagnostics(exc.diagnostics)
+        return exc.exit_code
+    except MhgenError as exc:
+        print(f"mhgen: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mhgen", description="Compile a training config into a standalone fine-tuning script."
+    )
+    parser.add_argument("--version", action="version", version=f"mhgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="config(s) -> emitted/train_<model>.py")
+    p.add_argument("configs", nargs="+", metavar="CONFIG")
+    p.add_argument("-o", "--output-dir", default="emitted", help="default: emitted")
+    p.add_argument("--force", action="store_true", help="replace a hand-edited script")
+    p.add_argument("--run", action="store_true", help="run the script (one config); args after --")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="compile one config and run its script; args after --")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("-o", "--output-dir", default="emitted")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check config(s) and print every problem")
+    p.add_argument("configs", nargs="+", metavar="CONFIG")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("check", help="exit 1 with a diff if emitted/ is stale w.r.t. etc/")
+    p.add_argument("--etc", default="etc", help="config folder (default: etc)")
+    p.add_argument("--emitted", default="emitted", help="script folder (default: emitted)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("diff", help="what differs between two configs, then between their scripts")
+    p.add_argument("a", metavar="CONFIG_A")
+    p.add_argument("b", metavar="CONFIG_B")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("schema", help="print the config's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("use", help="make etc/training-NAME.json the active etc/training.json")
+    p.add_argument("name", help="for example qwen3-8b")
+    p.add_argument("--etc", default="etc")
+    p.add_argument("--force", action="store_true", help="replace an unsaved etc/training.json")
+    p.set_defaults(func=cmd_use)
+
+    p = sub.add_parser("new", help="start etc/training-NAME.json from an existing config")
+    p.add_argument("name", help="for example my-model")
+    p.add_argument("--from", dest="base", default="training", help="config name or path")
+    p.add_argument("--etc", default="etc")
+    p.set_defaults(func=cmd_new)
+    return parser
+
+
+# --- commands
+
+
+def cmd_compile(args) -> int:
+    if args.run and len(args.configs) != 1:
+        raise UsageError("--run takes exactly one config")
+    compiled = _compile_all(args.configs)
+    out = Path(args.output_dir)
+    paths = []
+    for c in compiled:
+        path = out / c.plan.script_name
+        status = write(path, c.text, force=args.force)
+        print(path)
+        if status != "create":
+            print(f"mhgen: {path}: {status}", file=sys.stderr)
+        paths.append(path)
+    if args.run:
+        from .run import run_script
+
+        return run_script(paths[0], args.extra)
+    return 0
+
+
+def cmd_run(args) -> int:
+    args.configs, args.run = [args.config], True
+    return cmd_compile(args)
+
+
+def cmd_validate(args) -> int:
+    worst = 0
+    for path in _existing(args.configs):
+        try:
+            _, warnings = check_config(path)
+        except ConfigError as exc:
+            _print_diagnostics(exc.diagnostics)
+            worst = 1
+            continue
+        _print_diagnostics(warnings)
+        print(f"{path}: ok" + (f" ({len(warnings)} warnings)" if warnings else ""))
+    return worst
+
+
+def cmd_check(args) -> int:
+    etc, emitted = Path(args.etc), Path(args.emitted)
+    configs = sorted(p for p in etc.glob("training-*") if p.suffix in CONFIG_SUFFIXES)
+    if not configs:
+        raise UsageError(f"{etc}: no training-*.json configs to check")
+    expected = {emitted / c.plan.script_name: c for c in _compile_all(configs, quiet=True)}
+    stale = 0
+    for path, c in expected.items():
+        actual = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if actual != c.text:
+            stale += 1
+            what = "missing" if not path.is_file() else "stale"
+            print(f"{path}: {what} (compile {c.source.file})")
+            diff = difflib.unified_diff(
+                actual.splitlines(keepends=True),
+                c.text.splitlines(keepends=True),
+                str(path),
+                f"{path} (from {c.source.file})",
+                n=1,
+            )
+            sys.stdout.writelines(list(diff)[:60])
+    for path in sorted(emitted.glob("train_*.py")):
+        if path not in expected:
+            stale += 1
+            print(f"{path}: no config in {etc}/ compiles to it; delete it or restore its config")
+    if stale:
+        print(f"mhgen check: {stale} file(s) out of date; run: mhgen compile {etc}/training-*")
+        return 1
+    print(f"mhgen check: {len(expected)} scripts in {emitted}/ match {etc}/")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    a, b = _compile_all([args.a, args.b], quiet=True, allow_same_name=True)
+    changed = False
+    for key in sorted(set(a.plan.values) | set(b.plan.values)):
+        va, vb = a.plan.values.get(key), b.plan.values.get(key)
+        if va != vb:
+            changed = True
+            before, after = (json.dumps(x, ensure_ascii=False) for x in (va, vb))
+            print(f"{key}: {before} -> {after}")
+    if not changed:
+        print("the configs resolve to the same settings")
+    sys.stdout.writelines(
+        difflib.unified_diff(
+            a.text.splitlines(keepends=True),
+            b.text.splitlines(keepends=True),
+            a.plan.script_name + f" ({a.source.file})",
+            b.plan.script_name + f" ({b.source.file})",
+        )
+    )
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def cmd_use(args) -> int:
+    etc = Path(args.etc)
+    source = _named_config(etc, args.name)
+    active = etc / ("training" + source.suffix)
+    if active.exists() and not args.force:
+        current = active.read_bytes()
+        saved = [p for p in etc.glob("training-*") if p.is_file() and p.read_bytes() == current]
+        if not saved:
+            raise UsageError(
+                f"{active} differs from every {etc}/training-*.json; save it first "
+                f"(mhgen new NAME --from {active}) or pass --force to discard it"
+            )
+    check_config(source)
+    shutil.copyfile(source, active)
+    print(f"{active} is now {source.name}; next: mhgen compile {active}")
+    return 0
+
+
+def cmd_new(args) -> int:
+    etc = Path(args.etc)
+    base = Path(args.base) if Path(args.base).is_file() else _named_config(etc, args.base)
+    name = args.name.removeprefix("training-")
+    if not name or not all(ch.isalnum() or ch in "-_." for ch in name) or name.startswith("."):
+        raise UsageError(f"{args.name!r}: use letters, digits, '-', '_' and '.' only")
+    target = etc / f"training-{name}{base.suffix}"
+    if target.exists():
+        raise UsageError(f"{target} already exists")
+    check_config(base)
+    shutil.copyfile(base, target)
+    print(target)
+    print(
+        f"next: edit base_model, chat_template and notes in {target}, then "
+        f"mhgen validate {target} && mhgen compile {target}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# --- helpers
+
+
+def _existing(paths) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise UsageError(f"{p}: no such config file")
+        out.append(p)
+    return out
+
+
+def _named_config(etc: Path, name: str) -> Path:
+    stem = "training" if name in ("training", "") else f"training-{name.removeprefix('training-')}"
+    for suffix in CONFIG_SUFFIXES:
+        if (etc / (stem + suffix)).is_file():
+            return etc / (stem + suffix)
+    names = sorted(p.stem.removeprefix("training-") for p in etc.glob("training-*"))
+    raise UsageError(f"no {etc}/{stem}.json; available: {', '.join(names) or 'none'}")
+
+
+def _compile_all(paths, quiet: bool = False, allow_same_name: bool = False) -> list[Compiled]:
+    """Compile every config, reporting all their diagnostics before failing."""
+    compiled, problems = [], []
+    for path in _existing(paths):
+        try:
+            c = compile_config(path)
+        except ConfigError as exc:
+            problems += exc.diagnostics
+            continue
+        if not quiet:
+            _print_diagnostics(c.warnings)
+        compiled.append(c)
+    if problems:
+        raise ConfigError(problems)
+    if not allow_same_name:
+        by_name: dict[str, Compiled] = {}
+        for c in compiled:
+            other = by_name.setdefault(c.plan.script_name, c)
+            if other is not c and other.text != c.text:
+                raise UsageError(
+                    f"{other.source.file} and {c.source.file} both compile to "
+                    f"{c.plan.script_name} with different settings; compile them separately"
+                )
+    return compiled
+
+
+def _print_diagnostics(diagnostics) -> None:
+    for d in diagnostics:
+        print(d, file=sys.stderr)

@@ -1,0 +1,326 @@
+"""Load a config file (JSON or YAML) into a Source: its data plus the line:column of every key.
+
+Both loaders are strict where a silent guess would lose the user's intent: duplicate keys, NaN and
+Infinity, YAML aliases and non-string keys are errors. YAML is read with YAML 1.2's core rules
+(``2e-4`` is a number, ``2025-08-05`` and ``yes`` are strings), so a YAML config means what the
+same JSON would.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import BaseResolver
+from yaml.scanner import Scanner
+
+from .diagnostics import ConfigError, Diagnostic, Path_
+
+MAX_BYTES = 1 << 20  # a config is a page of settings; anything near this size is a wrong file
+MAX_DEPTH = 32
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A loaded config: what the user wrote, where each key is, and which file it came from."""
+
+    file: str
+    data: Any
+    positions: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def where(self, path: Path_) -> tuple[int, int]:
+        """line, col of the deepest key of ``path`` that exists (1, 1 for the whole document)."""
+        for end in range(len(path), 0, -1):
+            pos = self.positions.get(tuple(path[:end]))
+            if pos:
+                return pos
+        return (1, 1)
+
+    def diagnostic(self, path: Path_, message: str, severity: str = "error") -> Diagnostic:
+        line, col = self.where(path)
+        return Diagnostic(self.file, line, col, tuple(path), message, severity)
+
+
+def load_file(path: str | Path) -> Source:
+    """Read and parse one config file; raises ConfigError with every problem found."""
+    name = str(path)
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_BYTES:
+            raise ConfigError(
+                [Diagnostic(name, 1, 1, (), f"file is {size:,} bytes; a config is at most 1 MiB")]
+            )
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Diagnostic(name, 1, 1, (), f"cannot read: {exc.strerror}")]) from None
+    return load_bytes(raw, name, yaml_syntax=p.suffix.lower() in YAML_SUFFIXES)
+
+
+def load_bytes(raw: bytes, name: str, yaml_syntax: bool = False) -> Source:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col_bytes(raw, exc.start)
+        msg = f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        raise ConfigError([Diagnostic(name, line, col, (), msg)]) from None
+    if "\x00" in text:
+        line, col = _LineIndex(text).line_col(text.index("\x00"))
+        raise ConfigError([Diagnostic(name, line, col, (), "contains a NUL byte: not a text file")])
+    if not text.strip():
+        kind = "YAML mapping" if yaml_syntax else "JSON object"
+        raise ConfigError([Diagnostic(name, 1, 1, (), f"file is empty; expected a {kind}")])
+    return (_load_yaml if yaml_syntax else _load_json)(text, name)
+
+
+def _line_col_bytes(raw: bytes, offset: int) -> tuple[int, int]:
+    line = raw.count(b"\n", 0, offset) + 1
+    return line, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+
+
+class _LineIndex:
+    def __init__(self, text: str):
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def line_col(self, offset: int) -> tuple[int, int]:
+        i = bisect.bisect_right(self.starts, offset) - 1
+        return i + 1, offset - self.starts[i] + 1
+
+
+# --- JSON ---------------------------------------------------------------------------------
+# json.loads finds syntax errors (with its own line and column); a second walk over the now
+# known-good text records positions, duplicates and non-finite numbers, using json's own scanners.
+
+_WS = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"(-?(?:0|[1-9][0-9]*))(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
+def _load_json(text: str, name: str) -> Source:
+    try:
+        json.loads(text, parse_constant=lambda _: None)
+    except json.JSONDecodeError as exc:
+        msg = f"invalid JSON: {exc.msg}"
+        raise ConfigError([Diagnostic(name, exc.lineno, exc.colno, (), msg)]) from None
+    except RecursionError:
+        raise ConfigError([Diagnostic(name, 1, 1, (), "invalid JSON: nested too deeply")]) from None
+    walker = _JsonWalker(text, name)
+    data = walker.value(_WS.match(text, 0).end(), ())[0]
+    if walker.problems:
+        raise ConfigError(walker.problems)
+    return Source(name, data, MappingProxyType(walker.positions))
+
+
+class _JsonWalker:
+    def __init__(self, text: str, name: str):
+        self.s, self.name = text, name
+        self.lines = _LineIndex(text)
+        self.positions: dict[Path_, tuple[int, int]] = {}
+        self.problems: list[Diagnostic] = []
+
+    def problem(self, idx: int, path: Path_, message: str) -> None:
+        line, col = self.lines.line_col(idx)
+        self.problems.append(Diagnostic(self.name, line, col, path, message))
+
+    def skip(self, idx: int) -> int:
+        return _WS.match(self.s, idx).end()
+
+    def value(self, idx: int, path: Path_) -> tuple[Any, int]:
+        s = self.s
+        if len(path) > MAX_DEPTH:
+            self.problem(idx, path, f"nested deeper than {MAX_DEPTH} levels")
+            return None, _skip_json_value(s, idx)
+        ch = s[idx]
+        if ch == "{":
+            return self.obj(idx, path)
+        if ch == "[":
+            return self.arr(idx, path)
+        if ch == '"':
+            return json.decoder.scanstring(s, idx + 1)
+        for word, val in (("true", True), ("false", False), ("null", None)):
+            if s.startswith(word, idx):
+                return val, idx + len(word)
+        for word in ("NaN", "Infinity", "-Infinity"):
+            if s.startswith(word, idx):
+                self.problem(idx, path, f"{word} is not a number JSON allows")
+                return None, idx + len(word)
+        m = _NUMBER.match(s, idx)
+        number = int(m.group()) if not (m.group(2) or m.group(3)) else float(m.group())
+        if isinstance(number, float) and not math.isfinite(number):
+            self.problem(idx, path, f"{m.group()} is too large to be a finite number")
+        return number, m.end()
+
+    def obj(self, idx: int, path: Path_) -> tuple[dict, int]:
+        out: dict[str, Any] = {}
+        idx = self.skip(idx + 1)
+        if self.s[idx] == "}":
+            return out, idx + 1
+        while True:
+            key_at = idx
+            key, idx = json.decoder.scanstring(self.s, idx + 1)
+            sub = (*path, key)
+            if key in out:
+                first = self.positions[sub]
+                self.problem(key_at, sub, f"duplicate key (first at line {first[0]}:{first[1]})")
+            else:
+                self.positions[sub] = self.lines.line_col(key_at)
+            idx = self.skip(self.skip(idx) + 1)  # past ':'
+            val, idx = self.value(idx, sub)
+            out.setdefault(key, val)
+            idx = self.skip(idx)
+            if self.s[idx] == "}":
+                return out, idx + 1
+            idx = self.skip(idx + 1)  # past ','
+
+    def arr(self, idx: int, path: Path_) -> tuple[list, int]:
+        out: list[Any] = []
+        idx = self.skip(idx + 1)
+        if self.s[idx] == "]":
+            return out, idx + 1
+        while True:
+            sub = (*path, len(out))
+            self.positions[sub] = self.lines.line_col(idx)
+            val, idx = self.value(idx, sub)
+            out.append(val)
+            idx = self.skip(idx)
+            if self.s[idx] == "]":
+                return out, idx + 1
+            idx = self.skip(idx + 1)
+
+
+def _skip_json_value(s: str, idx: int) -> int:
+    """End of the (valid) JSON value starting at idx, without building it."""
+    return json.JSONDecoder(parse_constant=lambda _: None).raw_decode(s, idx)[1]
+
+
+# --- YAML ---------------------------------------------------------------------------------
+
+
+class _CoreResolver(BaseResolver):
+    """YAML 1.2 core schema scalars (PyYAML's default resolver is YAML 1.1's)."""
+
+
+for _tag, _regexp, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+):
+    _CoreResolver.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_regexp), _first)
+
+
+class _CoreConstructor(SafeConstructor):
+    def construct_yaml_int(self, node):  # YAML 1.2: "010" is ten, not octal eight
+        value = self.construct_scalar(node)
+        if value.startswith(("0o", "0x")):
+            return int(value, 0)
+        return int(value)
+
+
+_CoreConstructor.add_constructor("tag:yaml.org,2002:int", _CoreConstructor.construct_yaml_int)
+
+
+class _CoreLoader(Reader, Scanner, Parser, Composer, _CoreConstructor, _CoreResolver):
+    def __init__(self, stream):
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        _CoreConstructor.__init__(self)
+        _CoreResolver.__init__(self)
+
+
+def _load_yaml(text: str, name: str) -> Source:
+    loader = _CoreLoader(text)
+    try:
+        node = loader.get_single_node()
+        problems: list[Diagnostic] = []
+        positions: dict[Path_, tuple[int, int]] = {}
+        _walk_yaml(node, (), positions, problems, name, set())
+        if problems:
+            raise ConfigError(problems)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ConfigError([Diagnostic(name, line, col, (), f"invalid YAML: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Diagnostic(name, 1, 1, (), f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+    bad = list(_non_finite(data, ()))
+    if bad:
+        src = Source(name, data, MappingProxyType(positions))
+        raise ConfigError([src.diagnostic(p, f"{v} is not a finite number") for p, v in bad])
+    return Source(name, data, MappingProxyType(positions))
+
+
+def _walk_yaml(node, path: Path_, positions, problems, name, seen_nodes: set) -> None:
+    def problem(n, p, msg):
+        problems.append(Diagnostic(name, n.start_mark.line + 1, n.start_mark.column + 1, p, msg))
+
+    if node is None:
+        return
+    if len(path) > MAX_DEPTH:
+        problem(node, path, f"nested deeper than {MAX_DEPTH} levels")
+        return
+    if not isinstance(node, yaml.ScalarNode):
+        # The composer hands an alias back as the anchored node itself: meeting a node twice
+        # means an alias, which could also expand exponentially ("billion laughs").
+        if id(node) in seen_nodes:
+            problem(node, path, "YAML aliases (*name) are not supported: write the value out")
+            return
+        seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                problem(
+                    key_node, path, "YAML merge keys (<<) are not supported: write the keys out"
+                )
+                continue
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag.endswith(":str")):
+                problem(key_node, path, f"keys must be strings, not {key_node.value!r}")
+                continue
+            key = key_node.value
+            sub = (*path, key)
+            if key in seen:
+                first = seen[key].start_mark
+                where = f"line {first.line + 1}:{first.column + 1}"
+                problem(key_node, sub, f"duplicate key (first at {where})")
+                continue
+            seen[key] = key_node
+            positions[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _walk_yaml(value_node, sub, positions, problems, name, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            positions[(*path, i)] = (item.start_mark.line + 1, item.start_mark.column + 1)
+            _walk_yaml(item, (*path, i), positions, problems, name, seen_nodes)
+
+
+def _non_finite(data: Any, path: Path_):
+    if isinstance(data, float) and not math.isfinite(data):
+        yield path, data
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            yield from _non_finite(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _non_finite(v, (*path, i))

@@ -1,0 +1,134 @@
+"""Render a Plan into Python source with Jinja.
+
+Templates see only the frozen Plan. Every value reaches the code through one of two filters:
+``py`` (a Python literal, like repr) and ``docstring`` (text safe inside a triple-quoted string).
+Nothing a user wrote is ever pasted into code or comments as is.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from .resolve import Plan
+
+BODY_HASH_PLACEHOLDER = "0" * 64
+
+
+def py(value: Any) -> str:
+    """A Python literal that evaluates (ast.literal_eval) to exactly ``value``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no Python literal")
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(py(v) for v in value)
+        if isinstance(value, list):
+            return f"[{inner}]"
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{py(k)}: {py(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no Python literal for {type(value).__name__}")
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string (for the PEP 723 block), from mhgen's own constant strings."""
+    import json
+
+    return json.dumps(value)
+
+
+def docstring(text: str) -> str:
+    """``text`` escaped to sit inside a non-raw triple-double-quoted string.
+
+    Backslashes and double quotes are escaped, and so is every character that Python's tokenizer
+    would not keep as written (carriage returns, NUL and other control characters, line and
+    paragraph separators), so the docstring reads back as the same text.
+    """
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch in "\n\t":
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in "\x0b\x0c\x85":
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def docwrap(text: str, indent: int = 4, width: int = 96) -> str:
+    """``text`` escaped as by ``docstring`` and wrapped so that no line, escapes included, is
+    longer than ``width``; continuation lines are indented. The user's own line breaks stay.
+
+    Words are packed by their escaped length, and a word too long for a line is cut between
+    characters, never inside an escape sequence.
+    """
+    room = width - indent
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split():
+            piece = docstring(word)
+            if line and len(line) + 1 + len(piece) <= room:
+                line += " " + piece
+                continue
+            if line:
+                lines.append(line)
+            line = ""
+            for ch in word:  # pack the word itself, cutting it where it does not fit
+                escaped = docstring(ch)
+                if len(line) + len(escaped) > room:
+                    lines.append(line)
+                    line = ""
+                line += escaped
+        lines.append(line)
+    return ("\n" + " " * indent).join(lines).rstrip()
+
+
+@cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mhgen", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["py"] = py
+    env.filters["docstring"] = docstring
+    env.filters["docwrap"] = docwrap
+    env.filters["toml"] = toml_string
+    return env
+
+
+ORIGIN_COMMENTS = {
+    "default": "  # default",
+    "auto": "  # auto-detected",
+    "derived": "  # derived",
+    "config": "",
+}
+
+
+def render(plan: Plan) -> str:
+    """The emitted script's text, before formatting (its body hash still a placeholder)."""
+    comment = {k: ORIGIN_COMMENTS[o] for k, o in plan.origins.items()}
+    template = environment().get_template("train.py.j2")
+    return template.render(
+        plan=plan,
+        v=plan.values,
+        comment=comment,
+        format_template=f"formats/{plan.chat_format}.py.j2",
+        body_hash=BODY_HASH_PLACEHOLDER,
+    )

@@ -1,0 +1,133 @@
+"""Validate a loaded config: the JSON Schema first, then the rules a schema cannot state.
+
+Returns every diagnostic in one list (errors and warnings, sorted by position). Schema errors use
+jsonschema; unknown keys get a did-you-mean; the seed README's advice becomes warnings.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from . import families
+from .diagnostics import Diagnostic
+from .load import Source
+from .schema import load_schema, properties
+
+
+def _is_integer(_checker, value) -> bool:
+    # JSON Schema counts 16.0 as an integer; a LoRA rank of 16.0 would reach peft as a float.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
+@cache
+def _validator():
+    return _Validator(load_schema())
+
+
+def validate(source: Source) -> list[Diagnostic]:
+    data = source.data
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "null"
+        return [source.diagnostic((), f"expected a mapping of settings, found {kind}")]
+    found = _schema_errors(source) + _unknown_keys(source)
+    if not any(d.is_error for d in found):
+        found += semantic(source)
+    return sorted(found, key=lambda d: (d.line, d.col, d.message))
+
+
+def _schema_errors(source: Source) -> list[Diagnostic]:
+    out = []
+    for error in _validator().iter_errors(source.data):
+        if error.validator == "additionalProperties" and not error.absolute_path:
+            continue  # reported key by key, with suggestions, by _unknown_keys
+        path = tuple(error.absolute_path)
+        if error.validator == "anyOf":
+            best = jsonschema.exceptions.best_match(error.context or [error])
+            message = best.message
+            path += tuple(best.absolute_path)
+        else:
+            message = _message(error)
+        out.append(source.diagnostic(path, message))
+    return out
+
+
+def _message(error) -> str:
+    if error.validator == "enum":
+        allowed = ", ".join(repr(v) for v in error.validator_value)
+        return f"{error.instance!r} is not one of {allowed}"
+    if error.validator == "type":
+        return f"{error.instance!r} is not of type {error.validator_value!r}"
+    if error.validator == "required":
+        return error.message + " (see `mhgen schema`)"
+    return error.message
+
+
+def _unknown_keys(source: Source) -> list[Diagnostic]:
+    known = list(properties())
+    lowered = {k.lower(): k for k in known}
+    out = []
+    for key in source.data:
+        if key in properties():
+            continue
+        guess = lowered.get(str(key).lower()) or next(
+            iter(difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)), None
+        )
+        hint = f"; did you mean `{guess}`?" if guess else "; `mhgen schema` lists the fields"
+        out.append(source.diagnostic((key,), f"unknown key {key!r}{hint}"))
+    return out
+
+
+def semantic(source: Source) -> list[Diagnostic]:
+    """Rules from the seed README's advice and the families table; warnings unless noted."""
+    data = source.data
+    from .schema import defaults
+
+    get = {**defaults(), **data}.get
+    out: list[Diagnostic] = []
+
+    def warn(key: str, message: str) -> None:
+        out.append(source.diagnostic((key,), message, "warning"))
+
+    rank, alpha = get("lora_rank"), get("lora_alpha")
+    if not rank <= alpha <= 4 * rank:
+        warn(
+            "lora_alpha", f"{alpha} with lora_rank {rank}: alpha is typically 2x rank ({2 * rank})"
+        )
+    if not 8 <= rank <= 16:
+        warn(
+            "lora_rank", f"{rank} is outside the recommended 8-16 (higher = more capacity, slower)"
+        )
+    lr = get("learning_rate")
+    if not 1e-4 <= lr <= 2e-4:
+        warn("learning_rate", f"{lr:g} is outside the usual 0.0001-0.0002 for LoRA")
+    epochs = get("num_train_epochs")
+    if get("max_steps") == -1 and not 2 <= epochs <= 3:
+        warn("num_train_epochs", f"{epochs:g} epochs; 2-3 are recommended")
+
+    chosen = get("chat_template")
+    family = families.detect(get("base_model"))
+    if chosen != "auto" and family is not families.UNKNOWN and chosen != family.chat_format:
+        warn(
+            "chat_template",
+            f"{chosen!r} for a {family.name} model, whose own template is "
+            f"{family.chat_format!r}: the model would learn a format it is not served in",
+        )
+    if get("dtype") == "float16" and family.name == "gpt-oss":
+        warn("dtype", "gpt-oss was trained in bfloat16; float16 overflows in its activations")
+    if get("eval_dataset_path") is not None and data.get("eval_split", 0) > 0:
+        out.append(
+            source.diagnostic(
+                ("eval_split",), "set either eval_split or eval_dataset_path, not both"
+            )
+        )
+    return out
