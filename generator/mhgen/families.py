@@ -26,6 +26,9 @@ class Family:
     attn_implementation: str = "sdpa"
     moe: bool = False
     rule: str = ""  # why a name lands here, shown by `mhgen explain`
+    # A family whose own template adds to its chat format (Qwen3's thinking block to ChatML)
+    # names the variant; formats/<format>-<variant>.py.j2 renders it.
+    variant: str = ""
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -41,6 +44,16 @@ FAMILIES: tuple[Family, ...] = (
         rule="gpt-oss or openai -> harmony (seed rule); attention sinks need eager attention",
     ),
     Family(
+        "qwen3-coder",
+        r"qwen3-coder",
+        "chatml",
+        "qwen3_moe",
+        "Qwen3MoeForCausalLM",
+        ATTENTION,
+        moe=True,
+        rule="qwen -> chatml (seed rule); Qwen3-Coder's template has no thinking block",
+    ),
+    Family(
         "qwen3-moe",
         r"qwen3.*-a\d+(\.\d+)?b|qwen3.*moe",
         "chatml",
@@ -49,6 +62,7 @@ FAMILIES: tuple[Family, ...] = (
         ATTENTION,
         moe=True,
         rule="qwen -> chatml (seed rule); a Qwen3 name with an active-parameter tag (-A3B) is MoE",
+        variant="qwen3",
     ),
     Family(
         "qwen3",
@@ -57,7 +71,8 @@ FAMILIES: tuple[Family, ...] = (
         "qwen3",
         "Qwen3ForCausalLM",
         ATTENTION_AND_MLP,
-        rule="qwen -> chatml (seed rule)",
+        rule="qwen -> chatml (seed rule); Qwen3's template adds a thinking block",
+        variant="qwen3",
     ),
     Family(
         "qwen2",

@@ -111,8 +111,14 @@ def _load_json(text: str, name: str) -> Source:
     try:
         json.loads(text, parse_constant=lambda _: None)
     except json.JSONDecodeError as exc:
-        msg = f"invalid JSON: {exc.msg}"
-        raise ConfigError([Diagnostic(name, exc.lineno, exc.colno, (), msg)]) from None
+        line, col, msg = exc.lineno, exc.colno, f"invalid JSON: {exc.msg}"
+        before = text[: exc.pos].rstrip()
+        if text.startswith(("//", "/*", "#"), exc.pos):
+            msg = "invalid JSON: JSON has no comments (write them in notes, or use a YAML config)"
+        elif text[exc.pos : exc.pos + 1] in ("}", "]") and before.endswith(","):
+            line, col = _LineIndex(text).line_col(len(before) - 1)
+            msg = "invalid JSON: trailing comma (JSON allows none before a closing bracket)"
+        raise ConfigError([Diagnostic(name, line, col, (), msg)]) from None
     except RecursionError:
         raise ConfigError([Diagnostic(name, 1, 1, (), "invalid JSON: nested too deeply")]) from None
     walker = _JsonWalker(text, name)
@@ -260,6 +266,8 @@ def _load_yaml(text: str, name: str) -> Source:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        if "'\\t'" in what:
+            what += " (YAML indents with spaces, not tabs)"
         raise ConfigError([Diagnostic(name, line, col, (), f"invalid YAML: {what}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Diagnostic(name, 1, 1, (), f"invalid YAML: {exc}")]) from None

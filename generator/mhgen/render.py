@@ -129,6 +129,6 @@ def render(plan: Plan) -> str:
         plan=plan,
         v=plan.values,
         comment=comment,
-        format_template=f"formats/{plan.chat_format}.py.j2",
+        format_template=plan.format_template,
         body_hash=BODY_HASH_PLACEHOLDER,
     )

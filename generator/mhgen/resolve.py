@@ -12,7 +12,6 @@ from types import MappingProxyType
 from typing import Any
 
 from . import __version__, families
-from .diagnostics import ConfigError
 from .load import Source
 from .schema import defaults, properties
 
@@ -49,6 +48,12 @@ class Plan:
     def chat_format(self) -> str:
         return self.values["chat_template"]
 
+    @property
+    def format_template(self) -> str:
+        """The template that renders the chat format, with the family's variant where it has one."""
+        variant = self.family.variant if self.chat_format == self.family.chat_format else ""
+        return f"formats/{self.chat_format}{'-' + variant if variant else ''}.py.j2"
+
 
 def slug(base_model: str) -> str:
     """``unsloth/Qwen3-Coder-30B-A3B-Instruct`` -> ``qwen3_coder_30b_a3b_instruct``.
@@ -71,17 +76,7 @@ def canonical_sha256(data: dict[str, Any]) -> str:
 
 def resolve(source: Source) -> Plan:
     data = {k: v for k, v in source.data.items() if k != "$schema"}
-    name = slug(data["base_model"])
-    if not name:
-        raise ConfigError(
-            [
-                source.diagnostic(
-                    ("base_model",),
-                    f"{data['base_model']!r} has no letters or digits in its last path component "
-                    "to name the script after",
-                )
-            ]
-        )
+    name = slug(data["base_model"])  # validate() has made sure it is not empty
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for key in properties():

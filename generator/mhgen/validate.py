@@ -7,12 +7,13 @@ jsonschema; unknown keys get a did-you-mean; the seed README's advice becomes wa
 from __future__ import annotations
 
 import difflib
+import json
 from functools import cache
 
 import jsonschema
 from jsonschema import Draft202012Validator
 
-from . import families
+from . import families, resolve
 from .diagnostics import Diagnostic
 from .load import Source
 from .schema import load_schema, properties
@@ -50,25 +51,58 @@ def _schema_errors(source: Source) -> list[Diagnostic]:
     for error in _validator().iter_errors(source.data):
         if error.validator == "additionalProperties" and not error.absolute_path:
             continue  # reported key by key, with suggestions, by _unknown_keys
-        path = tuple(error.absolute_path)
         if error.validator == "anyOf":
-            best = jsonschema.exceptions.best_match(error.context or [error])
-            message = best.message
-            path += tuple(best.absolute_path)
-        else:
-            message = _message(error)
-        out.append(source.diagnostic(path, message))
+            error = _deepest(error)
+        out.append(source.diagnostic(tuple(error.absolute_path), _message(error)))
     return out
+
+
+def _deepest(error):
+    """For a value that matches no branch of an anyOf: the error of a branch of the value's own
+    type (the deepest one), or, when no branch has that type, one error naming the types."""
+    checker = _validator()
+    same_type = [
+        e
+        for e in error.context
+        if checker.is_type(error.instance, error.validator_value[e.schema_path[0]].get("type", ""))
+    ]
+    if same_type:
+        return max(same_type, key=lambda e: len(e.absolute_path))
+    types = [branch.get("type") for branch in error.validator_value if "type" in branch]
+    return jsonschema.exceptions.ValidationError(
+        "", validator="type", validator_value=types, instance=error.instance, path=error.path
+    )
+
+
+def show(value) -> str:
+    """A value as the user wrote it (JSON), cut short when long."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _message(error) -> str:
     if error.validator == "enum":
-        allowed = ", ".join(repr(v) for v in error.validator_value)
-        return f"{error.instance!r} is not one of {allowed}"
+        allowed = ", ".join(show(v) for v in error.validator_value)
+        return f"{show(error.instance)} is not one of {allowed}"
     if error.validator == "type":
-        return f"{error.instance!r} is not of type {error.validator_value!r}"
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        return f"{show(error.instance)} is not of type {wanted}"
     if error.validator == "required":
-        return error.message + " (see `mhgen schema`)"
+        missing = error.message.split("'")[1]
+        return f"missing required key {show(missing)} (`mhgen schema` describes it)"
+    limit, value = error.validator_value, error.instance
+    if error.validator == "pattern":
+        return f"{show(value)} does not match the pattern {limit}"
+    if error.validator == "minLength":
+        return "must not be empty" if limit == 1 else f"{show(value)} is shorter than {limit}"
+    if error.validator == "maxLength":
+        return f"{len(value):,} characters is more than the maximum of {limit:,}"
+    if error.validator in ("minItems", "maxItems", "maxProperties"):
+        bound = "at least" if error.validator == "minItems" else "at most"
+        return f"{len(value)} entries; {bound} {limit} are allowed"
+    if error.validator == "uniqueItems":
+        return f"{show(value)} lists an entry twice"
     return error.message
 
 
@@ -83,7 +117,7 @@ def _unknown_keys(source: Source) -> list[Diagnostic]:
             iter(difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)), None
         )
         hint = f"; did you mean `{guess}`?" if guess else "; `mhgen schema` lists the fields"
-        out.append(source.diagnostic((key,), f"unknown key {key!r}{hint}"))
+        out.append(source.diagnostic((key,), f"unknown key {show(key)}{hint}"))
     return out
 
 
@@ -114,6 +148,14 @@ def semantic(source: Source) -> list[Diagnostic]:
     if get("max_steps") == -1 and not 2 <= epochs <= 3:
         warn("num_train_epochs", f"{epochs:g} epochs; 2-3 are recommended")
 
+    if not resolve.slug(get("base_model")):
+        out.append(
+            source.diagnostic(
+                ("base_model",),
+                f"{show(get('base_model'))} has no letters or digits in its last path component "
+                "to name the script after",
+            )
+        )
     chosen = get("chat_template")
     family = families.detect(get("base_model"))
     if chosen != "auto" and family is not families.UNKNOWN and chosen != family.chat_format:

@@ -1,0 +1,51 @@
+"""Shared helpers: the repository's paths, config writers and in-process / subprocess CLI runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ETC = REPO / "etc"
+EMITTED = REPO / "emitted"
+
+MINIMAL = {"base_model": "Qwen/Qwen3-8B", "chat_template": "auto", "system_prompt": "Be brief."}
+
+
+def write_config(directory: Path, data: dict | str | bytes, name: str = "config.json") -> Path:
+    path = directory / name
+    if isinstance(data, dict):
+        data = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path.write_bytes(data)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """mhgen in a child process, exactly as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mhgen", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def cli(capsys):
+    """mhgen in this process (fast): returns (exit code, stdout, stderr)."""
+    from mhgen.cli import main
+
+    def call(*args: str):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
