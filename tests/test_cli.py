@@ -1,0 +1,148 @@
+"""The command line: exit codes (0 ok, 1 invalid or stale, 2 usage), use/new/diff/schema/run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from conftest import ETC, MINIMAL, REPO, run_cli, write_config
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    shutil.copytree(ETC, tmp_path / "etc")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_compile_prints_the_path_and_writes_the_script(project, cli):
+    code, out, err = cli("compile", "etc/training.json")
+    assert (code, out, err) == (0, "emitted/train_gpt_oss_20b.py\n", "")
+    assert (project / "emitted" / "train_gpt_oss_20b.py").is_file()
+
+
+def test_compile_many_and_yaml_to_another_folder(project, cli):
+    (project / "etc" / "training.yaml").write_text("base_model: Qwen/Qwen3-8B\nchat_template: auto\nsystem_prompt: ''\n")
+    code, out, err = cli("compile", "etc/training-qwen3-8b.json", "etc/training.yaml", "-o", "o")
+    assert code == 2  # both are named train_qwen3_8b.py but differ: refused before writing
+    assert "both compile to train_qwen3_8b.py with different settings" in err
+    assert not (project / "o").exists()
+    code, out, _ = cli("compile", "etc/training-qwen3-8b.json", "etc/training-qwen3-coder-30b.json", "-o", "o")
+    assert code == 0
+    assert out.splitlines() == ["o/train_qwen3_8b.py", "o/train_qwen3_coder_30b_a3b_instruct.py"]
+
+
+def test_validate_exit_codes(project, cli):
+    assert cli("validate", "etc/training-qwen3-8b.json")[:2] == (0, "etc/training-qwen3-8b.json: ok\n")
+    write_config(project, {**MINIMAL, "lora_rank": 64, "lora_alpha": 16}, "w.json")
+    code, out, err = cli("validate", "w.json")
+    assert code == 0 and out == "w.json: ok (2 warnings)\n"
+    assert err.splitlines() == [
+        "w.json:5:3: $.lora_rank: warning: 64 is outside the recommended 8-16 (higher = more capacity, slower)",
+        "w.json:6:3: $.lora_alpha: warning: 16 with lora_rank 64: alpha is typically 2x rank (128)",
+    ]
+    write_config(project, {**MINIMAL, "lora_rank": 0}, "bad.json")
+    assert cli("validate", "bad.json")[0] == 1
+
+
+def test_usage_errors_exit_2(project):
+    assert run_cli("compile", "missing.json", cwd=project).returncode == 2
+    assert run_cli("frobnicate", cwd=project).returncode == 2
+    assert run_cli("compile", cwd=project).returncode == 2
+    proc = run_cli("compile", "etc/training.json", "etc/training-qwen3-8b.json", "--run", cwd=project)
+    assert proc.returncode == 2 and "--run takes exactly one config" in proc.stderr
+
+
+def test_warnings_for_the_seed_advice(project, cli):
+    write_config(project, {**MINIMAL, "learning_rate": 0.001, "num_train_epochs": 5}, "w.json")
+    code, out, err = cli("validate", "w.json")
+    assert code == 0
+    assert "$.learning_rate: warning: 0.001 is outside the usual 0.0001-0.0002 for LoRA" in err
+    assert "$.num_train_epochs: warning: 5 epochs; 2-3 are recommended" in err
+
+
+def test_wrong_format_for_family_warns(project, cli):
+    write_config(project, {**MINIMAL, "base_model": "openai/gpt-oss-20b", "chat_template": "chatml"}, "w.json")
+    _, _, err = cli("validate", "w.json")
+    assert "$.chat_template: warning: 'chatml' for a gpt-oss model, whose own template is 'harmony'" in err
+
+
+def test_schema_prints_the_schema(cli):
+    code, out, _ = cli("schema")
+    assert code == 0
+    assert json.loads(out) == json.loads((REPO / "schema" / "training.schema.json").read_text())
+
+
+def test_diff_shows_settings_then_script(project, cli):
+    code, out, _ = cli("diff", "etc/training-qwen3-8b.json", "etc/training-gpt-oss-20b.json")
+    assert code == 0
+    assert 'base_model: "Qwen/Qwen3-8B" -> "openai/gpt-oss-20b"' in out
+    assert 'chat_template: "chatml" -> "harmony"' in out
+    assert "\n-LORA_RANK = 16\n" in out and "\n+LORA_RANK = 8\n" in out
+    assert out.index("base_model:") < out.index("@@")
+
+
+def test_use_switches_the_active_config(project, cli):
+    code, out, _ = cli("use", "qwen3-8b")
+    assert code == 0
+    active = (project / "etc" / "training.json").read_bytes()
+    assert active == (project / "etc" / "training-qwen3-8b.json").read_bytes()
+
+
+def test_use_refuses_to_discard_an_unsaved_active_config(project, cli):
+    active = project / "etc" / "training.json"
+    active.write_text(active.read_text().replace('"lora_rank": 8', '"lora_rank": 9'))
+    before = active.read_bytes()
+    code, _, err = cli("use", "qwen3-8b")
+    assert code == 2 and "differs from every etc/training-*.json" in err
+    assert active.read_bytes() == before
+    assert cli("use", "qwen3-8b", "--force")[0] == 0
+
+
+def test_use_unknown_name_lists_the_choices(project, cli):
+    code, _, err = cli("use", "llama-9000")
+    assert code == 2
+    assert "available: gpt-oss-20b, qwen3-8b, qwen3-coder-30b" in err
+
+
+def test_new_copies_a_config_and_never_overwrites(project, cli):
+    code, out, _ = cli("new", "my-model", "--from", "qwen3-8b")
+    assert (code, out) == (0, "etc/training-my-model.json\n")
+    new = project / "etc" / "training-my-model.json"
+    assert new.read_bytes() == (project / "etc" / "training-qwen3-8b.json").read_bytes()
+    assert cli("new", "my-model", "--from", "qwen3-8b")[0] == 2
+    assert cli("new", "../escape", "--from", "qwen3-8b")[0] == 2
+    assert not (project / "escape.json").exists()
+
+
+def test_compile_run_passes_arguments_and_exit_code(project, tmp_path):
+    write_config(project, {**MINIMAL, "dataset_path": "nowhere.jsonl"}, "c.json")
+    proc = run_cli("compile", "c.json", "--run", "--", "--data", "missing-data.jsonl", cwd=project)
+    assert proc.returncode == 1
+    assert "error: missing-data.jsonl: no such data file" in proc.stderr
+    proc = run_cli("run", "c.json", "--", "--help", cwd=project)
+    assert proc.returncode == 0 and "--dry-run" in proc.stdout
+
+
+def test_version(cli):
+    with pytest.raises(SystemExit) as exc:
+        cli("--version")
+    assert exc.value.code == 0
+
+
+def test_compiler_imports_no_training_library(tmp_path):
+    code = (
+        "import sys\n"
+        "from mhgen.cli import main\n"
+        f"main(['compile', {str(ETC / 'training.json')!r}, '-o', {str(tmp_path)!r}])\n"
+        "heavy = {'torch', 'transformers', 'trl', 'peft', 'bitsandbytes', 'datasets'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
