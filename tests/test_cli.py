@@ -25,18 +25,25 @@ def test_compile_prints_the_path_and_writes_the_script(project, cli):
 
 
 def test_compile_many_and_yaml_to_another_folder(project, cli):
-    (project / "etc" / "training.yaml").write_text("base_model: Qwen/Qwen3-8B\nchat_template: auto\nsystem_prompt: ''\n")
+    (project / "etc" / "training.yaml").write_text(
+        "base_model: Qwen/Qwen3-8B\nchat_template: auto\nsystem_prompt: ''\n"
+    )
     code, out, err = cli("compile", "etc/training-qwen3-8b.json", "etc/training.yaml", "-o", "o")
     assert code == 2  # both are named train_qwen3_8b.py but differ: refused before writing
     assert "both compile to train_qwen3_8b.py with different settings" in err
     assert not (project / "o").exists()
-    code, out, _ = cli("compile", "etc/training-qwen3-8b.json", "etc/training-qwen3-coder-30b.json", "-o", "o")
+    code, out, _ = cli(
+        "compile", "etc/training-qwen3-8b.json", "etc/training-qwen3-coder-30b.json", "-o", "o"
+    )
     assert code == 0
     assert out.splitlines() == ["o/train_qwen3_8b.py", "o/train_qwen3_coder_30b_a3b_instruct.py"]
 
 
 def test_validate_exit_codes(project, cli):
-    assert cli("validate", "etc/training-qwen3-8b.json")[:2] == (0, "etc/training-qwen3-8b.json: ok\n")
+    assert cli("validate", "etc/training-qwen3-8b.json")[:2] == (
+        0,
+        "etc/training-qwen3-8b.json: ok\n",
+    )
     write_config(project, {**MINIMAL, "lora_rank": 64, "lora_alpha": 16}, "w.json")
     code, out, err = cli("validate", "w.json")
     assert code == 0 and out == "w.json: ok (2 warnings)\n"
@@ -52,7 +59,9 @@ def test_usage_errors_exit_2(project):
     assert run_cli("compile", "missing.json", cwd=project).returncode == 2
     assert run_cli("frobnicate", cwd=project).returncode == 2
     assert run_cli("compile", cwd=project).returncode == 2
-    proc = run_cli("compile", "etc/training.json", "etc/training-qwen3-8b.json", "--run", cwd=project)
+    proc = run_cli(
+        "compile", "etc/training.json", "etc/training-qwen3-8b.json", "--run", cwd=project
+    )
     assert proc.returncode == 2 and "--run takes exactly one config" in proc.stderr
 
 
@@ -65,9 +74,16 @@ def test_warnings_for_the_seed_advice(project, cli):
 
 
 def test_wrong_format_for_family_warns(project, cli):
-    write_config(project, {**MINIMAL, "base_model": "openai/gpt-oss-20b", "chat_template": "chatml"}, "w.json")
+    write_config(
+        project,
+        {**MINIMAL, "base_model": "openai/gpt-oss-20b", "chat_template": "chatml"},
+        "w.json",
+    )
     _, _, err = cli("validate", "w.json")
-    assert "$.chat_template: warning: 'chatml' for a gpt-oss model, whose own template is 'harmony'" in err
+    assert (
+        "$.chat_template: warning: 'chatml' for a gpt-oss model, whose own template is 'harmony'"
+        in err
+    )
 
 
 def test_schema_prints_the_schema(cli):

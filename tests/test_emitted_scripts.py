@@ -35,7 +35,13 @@ def test_shape(script):
     tree = ast.parse(text)
     assert isinstance(tree.body[0], ast.Expr) and "Fine-tune" in ast.get_docstring(tree)
     names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
-    for name in ("format_conversation", "format_segments", "read_conversations", "tokenize", "main"):
+    for name in (
+        "format_conversation",
+        "format_segments",
+        "read_conversations",
+        "tokenize",
+        "main",
+    ):
         assert name in names
     assert names.index("format_conversation") < names.index("main")
     last = tree.body[-1]
@@ -47,7 +53,9 @@ def test_shape(script):
         alias.name.split(".")[0]
         for node in tree.body
         if isinstance(node, (ast.Import, ast.ImportFrom))
-        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
     }
     assert top_imports <= {"argparse", "json", "os", "sys", "pathlib", "signal"}
 
@@ -89,7 +97,9 @@ def test_imports_without_training(script, tmp_path):
         "print(sorted(heavy), module.format_conversation("
         "[{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yo'}]).count('yo'))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "[] 1\n"
     assert list(tmp_path.iterdir()) == []  # nothing written, no output folder
