@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("smoke", help="train the config's script on a tiny local model (CPU)")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--steps", type=int, default=4, help="optimizer steps (default 4)")
+    p.add_argument("--keep", metavar="DIR", help="build and keep everything in DIR")
+    p.set_defaults(func=cmd_smoke)
+
     p = sub.add_parser("validate", help="check config(s) and print every problem")
     p.add_argument("configs", nargs="+", metavar="CONFIG")
     p.set_defaults(func=cmd_validate)
@@ -117,6 +123,13 @@ def cmd_compile(args) -> int:
 def cmd_run(args) -> int:
     args.configs, args.run = [args.config], True
     return cmd_compile(args)
+
+
+def cmd_smoke(args) -> int:
+    from .smoke import smoke
+
+    (config,) = _existing([args.config])
+    return smoke(config, steps=args.steps, keep=Path(args.keep) if args.keep else None)
 
 
 def cmd_validate(args) -> int:

@@ -111,7 +111,7 @@ def _config(family: str, vocab_size: int, tokenizer):
     }
     if family in ("qwen3", "qwen2", "unknown"):
         config = transformers.Qwen3Config(**common, intermediate_size=128, head_dim=16)
-    elif family == "qwen3-moe":
+    elif family in ("qwen3-moe", "qwen3-coder"):
         config = transformers.Qwen3MoeConfig(
             **common,
             intermediate_size=128,

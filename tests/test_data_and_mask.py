@@ -1,0 +1,208 @@
+"""The emitted script's data handling, checked with real tokenizers of each chat format:
+labels mark exactly the text the model generates, there is exactly one BOS where the template
+writes one, and malformed data is reported line by line before anything heavy loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_config
+from mhgen.pipeline import compile_config
+
+pytest.importorskip("transformers")
+
+FORMATS = {  # model name (drives auto-detection) -> tiny tokenizer format
+    "Qwen/Qwen3-8B": "chatml",
+    "Qwen/Qwen3-Coder-30B-A3B-Instruct": "chatml",
+    "openai/gpt-oss-20b": "harmony",
+    "meta-llama/Llama-2-7b-chat-hf": "llama",
+    "meta-llama/Llama-3.1-8B-Instruct": "llama3",
+    "mistralai/Mistral-7B-Instruct-v0.3": "mistral",
+}
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Name a color."},
+    {"role": "assistant", "content": "Blue, like <b>the sky</b>."},
+    {"role": "user", "content": "Another?"},
+    {"role": "assistant", "content": "Green.\nFresh grass.", "thinking": "pick one"},
+]
+BOS = {"llama": "<s>", "mistral": "<s>", "llama3": "<|begin_of_text|>"}
+
+
+def emitted_module(tmp_path, base_model, **settings):
+    data = {"base_model": base_model, "chat_template": "auto", "system_prompt": "", **settings}
+    namespace = {"__name__": "emitted"}
+    exec(compile(compile_config(write_config(tmp_path, data)).text, "emitted", "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    from mhgen.tiny import build_tokenizer
+
+    return {fmt: build_tokenizer(fmt) for fmt in set(FORMATS.values())}
+
+
+@pytest.mark.parametrize("model", FORMATS)
+def test_labels_cover_exactly_the_generated_text(tmp_path, tokenizers, model):
+    script = emitted_module(tmp_path, model)
+    tokenizer = tokenizers[FORMATS[model]]
+    messages = [dict(m) for m in CONVERSATION]
+    example = script["tokenize"](tokenizer, messages)
+    segments = script["format_segments"](messages)
+    assert tokenizer.decode(example["input_ids"]) == script["format_conversation"](messages)
+    # token by token: each token is trained iff its text lies in a trained segment
+    trained_text = "".join(tokenizer.decode([t]) for t in example["labels"] if t != -100)
+    assert trained_text == "".join(text for text, trained in segments if trained)
+    untrained_text = "".join(
+        tokenizer.decode([t])
+        for t, label in zip(example["input_ids"], example["labels"], strict=True)
+        if label == -100
+    )
+    assert untrained_text == "".join(text for text, trained in segments if not trained)
+    # every trained segment holds a reply; system and user text are never trained
+    assert all(
+        "Be brief." not in t and "Name a color." not in t for t, trained in segments if trained
+    )
+    assert any("Green.\nFresh grass." in t for t, trained in segments if trained)
+
+
+TRAINED_SPANS = {  # the text the loss covers for CONVERSATION, per model (see test_chat_formats)
+    "Qwen/Qwen3-8B": [
+        "Blue, like <b>the sky</b>.<|im_end|>",
+        "<think>\npick one\n</think>\n\nGreen.\nFresh grass.<|im_end|>",
+    ],
+    "Qwen/Qwen3-Coder-30B-A3B-Instruct": [
+        "Blue, like <b>the sky</b>.<|im_end|>",
+        "Green.\nFresh grass.<|im_end|>",
+    ],
+    "openai/gpt-oss-20b": [
+        "Blue, like <b>the sky</b>.<|end|>",
+        "pick one<|end|>",
+        "Green.\nFresh grass.<|return|>",
+    ],
+    "meta-llama/Llama-2-7b-chat-hf": [
+        " Blue, like <b>the sky</b>. </s>",
+        " Green.\nFresh grass. </s>",
+    ],
+    "meta-llama/Llama-3.1-8B-Instruct": [
+        "Blue, like <b>the sky</b>.<|eot_id|>",
+        "Green.\nFresh grass.<|eot_id|>",
+    ],
+    "mistralai/Mistral-7B-Instruct-v0.3": [
+        " Blue, like <b>the sky</b>.</s>",
+        " Green.\nFresh grass.</s>",
+    ],
+}
+
+
+@pytest.mark.parametrize("model", FORMATS)
+def test_trained_spans_are_the_replies_and_their_end_tokens(tmp_path, model):
+    script = emitted_module(tmp_path, model)
+    segments = script["format_segments"]([dict(m) for m in CONVERSATION])
+    assert [text for text, trained in segments if trained] == TRAINED_SPANS[model]
+
+
+@pytest.mark.parametrize("model", [m for m, f in FORMATS.items() if f in BOS])
+def test_exactly_one_bos_where_the_template_writes_one(tmp_path, tokenizers, model):
+    fmt = FORMATS[model]
+    tokenizer = tokenizers[fmt]
+    bos_id = tokenizer.convert_tokens_to_ids(BOS[fmt])
+    script = emitted_module(tmp_path, model)
+    messages = [dict(m) for m in CONVERSATION]
+    text = script["format_conversation"](messages)
+    ids = script["tokenize"](tokenizer, messages)["input_ids"]
+    assert ids[0] == bos_id and ids.count(bos_id) == text.count(BOS[fmt])
+    # the classic bug this avoids: the tokenizer's own BOS on top of the template's
+    doubled = tokenizer(text).input_ids
+    assert doubled[:2] == [bos_id, bos_id]
+
+
+def run_script(tmp_path, rows, *args, **settings):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in rows))
+    config = {
+        "base_model": "Qwen/Qwen3-8B",
+        "chat_template": "auto",
+        "system_prompt": "Be kind.",
+        "dataset_path": str(data),
+        **settings,
+    }
+    compiled = compile_config(write_config(tmp_path, config))
+    script = tmp_path / compiled.plan.script_name
+    script.write_text(compiled.text)
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_every_malformed_line_is_reported_before_anything_loads(tmp_path):
+    good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+    rows = [
+        good,
+        "{not json\n",
+        {"messages": [{"role": "user", "content": "a"}]},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "  "}]},
+        {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]},
+        {"text": "plain"},
+        [1, 2],
+        "\n",
+        {"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "b"}]},
+        {"prompt": "p", "completion": "c"},
+        {"instruction": "i", "input": "x", "output": "o"},
+    ]
+    proc = run_script(tmp_path, rows, "--dry-run")
+    assert proc.returncode == 1
+    data = tmp_path / "train.jsonl"
+    assert proc.stderr.splitlines() == [
+        f"{data}:2: invalid JSON: Expecting property name enclosed in double quotes (column 2)",
+        f"{data}:3: the conversation must end with an assistant reply",
+        f"{data}:4: message 1: empty assistant reply",
+        f"{data}:5: message 0: role 'assistant', expected 'user' (after an optional system message, user and assistant alternate)",
+        f"{data}:6: keys text: expected messages, prompt + completion, or instruction + output",
+        f"{data}:7: expected a JSON object, found list",
+        f"{data}:9: message 0: expected an object with a string 'content'",
+    ]
+    assert "Traceback" not in proc.stderr
+
+
+def test_dry_run_shows_text_mask_and_lengths(tmp_path):
+    pytest.importorskip("tokenizers")
+    from mhgen import tiny
+
+    model = tiny.build("qwen3", "chatml", tmp_path / "Qwen3-8B")
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "Own system."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+            ]
+        },
+        {"prompt": "Add 2 and 2.", "completion": "4"},
+        {"instruction": "Translate.", "input": "chat", "output": "cat"},
+        {
+            "messages": [
+                {"role": "user", "content": "word " * 200},
+                {"role": "assistant", "content": "long"},
+            ]
+        },
+    ]
+    proc = run_script(tmp_path, rows, "--dry-run", base_model=str(model), max_seq_length=64)
+    assert proc.returncode == 0, proc.stderr
+    first = "<|im_start|>system\nOwn system.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHello!<|im_end|>\n"
+    assert first in proc.stdout  # the row's own system message wins over system_prompt
+    assert repr("<think>\n\n</think>\n\nHello!<|im_end|>") in proc.stdout
+    assert (
+        "4 examples: 1 longer than MAX_SEQ_LENGTH=64 are truncated, 1 left with no assistant token are dropped, 3 train"
+        in proc.stdout
+    )
+    assert not (tmp_path / "outputs").exists()
