@@ -206,3 +206,45 @@ def test_dry_run_shows_text_mask_and_lengths(tmp_path):
         in proc.stdout
     )
     assert not (tmp_path / "outputs").exists()
+
+
+PLAIN_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+)
+ROW = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+
+
+def tokenizer_with_template(directory):
+    from mhgen.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer("chatml")
+    tokenizer.chat_template = PLAIN_CHATML
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_runtime_check_passes_when_the_templates_agree(tmp_path):
+    model = tokenizer_with_template(tmp_path / "Qwen3-Coder-30B-A3B-Instruct")
+    proc = run_script(tmp_path, [ROW, ROW], "--dry-run", base_model=str(model))
+    assert proc.returncode == 0, proc.stderr
+    assert "chat template check: 2 examples match the tokenizer's own" in proc.stdout
+
+
+def test_runtime_check_stops_at_the_first_differing_character(tmp_path):
+    # a Qwen3 (thinking) script against a tokenizer whose template has no thinking block
+    model = tokenizer_with_template(tmp_path / "Qwen3-8B")
+    proc = run_script(tmp_path, [ROW], "--dry-run", base_model=str(model))
+    assert proc.returncode == 1
+    prefix = "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert proc.stderr.splitlines() == [
+        f"error: example 1: the training text differs from the tokenizer's chat template at character {len(prefix)}:",
+        "  this script: " + repr(prefix[-40:] + "<think>\n\n</think>\n\nHello!<|im_end|>\n"),
+        "  template:    " + repr(prefix[-40:] + "Hello!<|im_end|>\n"),
+        'Set "template_check": "warn" in the config to train anyway.',
+    ]
+    proc = run_script(tmp_path, [ROW], "--dry-run", base_model=str(model), template_check="warn")
+    assert proc.returncode == 0
+    assert (
+        f"warning: example 1: the training text differs from the tokenizer's chat template at character {len(prefix)}:"
+        in proc.stdout
+    )
