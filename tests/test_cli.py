@@ -162,3 +162,43 @@ def test_compiler_imports_no_training_library(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_formats_renders_each_format(cli):
+    code, out, _ = cli("formats")
+    assert code == 0
+    headers = [line for line in out.splitlines() if line.startswith("== ")]
+    assert headers == [
+        "== harmony (openai/gpt-oss-20b)",
+        "== chatml (Qwen/Qwen3-8B)",
+        "== chatml (Qwen/Qwen3-Coder-30B-A3B-Instruct)",
+        "== llama (meta-llama/Llama-2-7b-chat-hf)",
+        "== llama3 (meta-llama/Llama-3.1-8B-Instruct)",
+        "== mistral (mistralai/Mistral-7B-Instruct-v0.3)",
+    ]
+    assert (
+        "== llama (meta-llama/Llama-2-7b-chat-hf)\n"
+        "<s>[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nCapital of France? [/INST] Paris. </s>\n"
+        "-- trained: ' Paris. </s>'\n"
+    ) in out
+
+
+@pytest.mark.parametrize(
+    ("model", "family", "fmt", "template"),
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama3", "llama3", "formats/llama3.py.j2"),
+        ("meta-llama/Llama-2-7b-chat-hf", "llama2", "llama", "formats/llama.py.j2"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "mistral", "mistral", "formats/mistral.py.j2"),
+        ("Qwen/Qwen3-30B-A3B", "qwen3-moe", "chatml", "formats/chatml-qwen3.py.j2"),
+        ("openai/gpt-oss-120b", "gpt-oss", "harmony", "formats/harmony.py.j2"),
+        ("tiiuae/falcon-7b", "unknown", "chatml", "formats/chatml.py.j2"),
+    ],
+)
+def test_explain_shows_the_detection(tmp_path, cli, model, family, fmt, template):
+    config = write_config(tmp_path, {**MINIMAL, "base_model": model})
+    code, out, _ = cli("explain", str(config))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"base_model: {model!r} ") and lines[0].endswith(f"family {family}")
+    assert lines[2] == f"chat format: {fmt} (auto-detected), rendered by {template}"
+    assert "-- trained: " in out

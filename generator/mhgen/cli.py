@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", metavar="CONFIG_B")
     p.set_defaults(func=cmd_diff)
 
+    p = sub.add_parser("formats", help="each chat format with a rendered example")
+    p.set_defaults(func=cmd_formats)
+
+    p = sub.add_parser("explain", help="how a config's family, format and defaults were chosen")
+    p.add_argument("config", metavar="CONFIG")
+    p.set_defaults(func=cmd_explain)
+
     p = sub.add_parser("schema", help="print the config's JSON Schema")
     p.set_defaults(func=cmd_schema)
 
@@ -197,6 +204,21 @@ def cmd_diff(args) -> int:
             b.plan.script_name + f" ({b.source.file})",
         )
     )
+    return 0
+
+
+def cmd_formats(args) -> int:
+    from .explain import formats_text
+
+    sys.stdout.write(formats_text())
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain_text
+
+    (compiled,) = _compile_all([args.config])
+    sys.stdout.write(explain_text(compiled))
     return 0
 
 

@@ -35,7 +35,10 @@ def check_config(path: str | Path) -> tuple[Source, list[Diagnostic]]:
 
 
 def compile_config(path: str | Path) -> Compiled:
-    source, warnings = check_config(path)
+    return compile_source(*check_config(path))
+
+
+def compile_source(source: Source, warnings: list[Diagnostic] = ()) -> Compiled:
     plan = resolve(source)
     text = seal(format_source(render(plan), plan.script_name))
     return Compiled(source, plan, text, tuple(warnings))

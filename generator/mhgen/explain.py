@@ -1,0 +1,77 @@
+"""``mhgen formats`` and ``mhgen explain``: what each chat format renders, and why a config got
+the family, format and defaults it did. Examples are rendered by the emitted code itself."""
+
+from __future__ import annotations
+
+import json
+
+from . import families
+from .load import load_bytes
+from .pipeline import Compiled, compile_source
+from .validate import validate
+
+EXAMPLE = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+]
+# One model per rendering: the formats, and ChatML's two templates (Qwen3 and Qwen3-Coder).
+SHOWCASE = (
+    ("harmony", "openai/gpt-oss-20b"),
+    ("chatml", "Qwen/Qwen3-8B"),
+    ("chatml", "Qwen/Qwen3-Coder-30B-A3B-Instruct"),
+    ("llama", "meta-llama/Llama-2-7b-chat-hf"),
+    ("llama3", "meta-llama/Llama-3.1-8B-Instruct"),
+    ("mistral", "mistralai/Mistral-7B-Instruct-v0.3"),
+)
+
+
+def _compile(settings: dict) -> Compiled:
+    source = load_bytes(json.dumps(settings).encode(), "<example>")
+    return compile_source(source, validate(source))
+
+
+def _render(compiled: Compiled, messages: list[dict]) -> tuple[str, str]:
+    """(text, trained parts) of ``messages``, by the compiled script's own functions."""
+    namespace = {"__name__": "mhgen_example"}
+    exec(compile(compiled.text, compiled.plan.script_name, "exec"), namespace)
+    segments = namespace["format_segments"]([dict(m) for m in messages])
+    text = "".join(t for t, _ in segments)
+    return text, " + ".join(repr(t) for t, trained in segments if trained)
+
+
+def formats_text() -> str:
+    out = []
+    for fmt, model in SHOWCASE:
+        compiled = _compile({"base_model": model, "chat_template": fmt, "system_prompt": ""})
+        text, trained = _render(compiled, EXAMPLE)
+        out.append(f"== {fmt} ({model})\n{text}\n-- trained: {trained}\n")
+    return "\n".join(out)
+
+
+def explain_text(compiled: Compiled) -> str:
+    plan, values = compiled.plan, compiled.plan.values
+    family = plan.family
+    matched = (
+        f"matches /{family.pattern}/ -> family {family.name}"
+        if family is not families.UNKNOWN
+        else "matches no family pattern -> family unknown"
+    )
+    how = "auto-detected" if plan.origins["chat_template"] == "auto" else "set in the config"
+    lines = [
+        f"base_model: {values['base_model']!r} {matched}",
+        f"  rule: {family.rule}",
+        f"chat format: {plan.chat_format} ({how}), rendered by {plan.format_template}",
+        f"LoRA targets: {values['lora_target_modules']} ({plan.origins['lora_target_modules']})",
+        f"attention: {values['attn_implementation']} ({plan.origins['attn_implementation']})",
+        f"script: {plan.script_name}",
+        "defaults used: " + ", ".join(k for k, o in plan.origins.items() if o == "default"),
+        "",
+        "auto-detection, first match wins:",
+    ]
+    for f in families.FAMILIES:
+        lines.append(f"  /{f.pattern}/ -> {f.chat_format} ({f.name})")
+    lines.append(f"  anything else -> {families.UNKNOWN.chat_format}")
+    text, trained = _render(compiled, EXAMPLE)
+    lines += ["", "example:", text, f"-- trained: {trained}"]
+    return "\n".join(lines) + "\n"
