@@ -111,3 +111,33 @@ def test_help_lists_the_flags(script, tmp_path):
     assert proc.returncode == 0
     for flag in ("--data", "--output-dir", "--max-steps", "--dry-run", "--resume", "--overwrite"):
         assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("fmt", ["harmony", "chatml", "llama", "llama3", "mistral", "chatml-qwen3"])
+@pytest.mark.parametrize("four_bit", [True, False])
+def test_every_format_passes_ruff_defaults_and_the_repository_rules(tmp_path, fmt, four_bit):
+    from conftest import MINIMAL, REPO, write_config
+    from mhgen.write import write
+
+    model = "Qwen/Qwen3-8B" if fmt == "chatml-qwen3" else "some/model"
+    settings = {
+        **MINIMAL,
+        "base_model": model,
+        "chat_template": fmt.split("-")[0],
+        "load_in_4bit": four_bit,
+    }
+    settings["system_prompt"] = (
+        "A long system prompt. " * 20 + '\nwith a newline and "quotes" \\ and\ttabs'
+    )
+    compiled = compile_config(write_config(tmp_path, settings))
+    write(tmp_path / compiled.plan.script_name, compiled.text)
+    for args in (
+        ["--isolated", "--line-length", "100"],
+        ["--config", str(REPO / "pyproject.toml")],
+    ):
+        proc = subprocess.run(
+            [ruff_binary(), "check", "--quiet", *args, str(tmp_path)],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stdout

@@ -125,7 +125,7 @@ def _load_json(text: str, name: str) -> Source:
     data = walker.value(_WS.match(text, 0).end(), ())[0]
     if walker.problems:
         raise ConfigError(walker.problems)
-    return Source(name, data, MappingProxyType(walker.positions))
+    return _checked(Source(name, data, MappingProxyType(walker.positions)))
 
 
 class _JsonWalker:
@@ -253,7 +253,12 @@ class _CoreLoader(Reader, Scanner, Parser, Composer, _CoreConstructor, _CoreReso
 
 
 def _load_yaml(text: str, name: str) -> Source:
-    loader = _CoreLoader(text)
+    try:
+        loader = _CoreLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, found up front
+        line, col = _LineIndex(text).line_col(exc.position)
+        msg = f"invalid YAML: character U+{exc.character:04X} is not allowed in YAML"
+        raise ConfigError([Diagnostic(name, line, col, (), msg)]) from None
     try:
         node = loader.get_single_node()
         problems: list[Diagnostic] = []
@@ -273,11 +278,7 @@ def _load_yaml(text: str, name: str) -> Source:
         raise ConfigError([Diagnostic(name, 1, 1, (), f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
-    bad = list(_non_finite(data, ()))
-    if bad:
-        src = Source(name, data, MappingProxyType(positions))
-        raise ConfigError([src.diagnostic(p, f"{v} is not a finite number") for p, v in bad])
-    return Source(name, data, MappingProxyType(positions))
+    return _checked(Source(name, data, MappingProxyType(positions)))
 
 
 def _walk_yaml(node, path: Path_, positions, problems, name, seen_nodes: set) -> None:
@@ -289,13 +290,12 @@ def _walk_yaml(node, path: Path_, positions, problems, name, seen_nodes: set) ->
     if len(path) > MAX_DEPTH:
         problem(node, path, f"nested deeper than {MAX_DEPTH} levels")
         return
-    if not isinstance(node, yaml.ScalarNode):
-        # The composer hands an alias back as the anchored node itself: meeting a node twice
-        # means an alias, which could also expand exponentially ("billion laughs").
-        if id(node) in seen_nodes:
-            problem(node, path, "YAML aliases (*name) are not supported: write the value out")
-            return
-        seen_nodes.add(id(node))
+    # The composer hands an alias back as the anchored node itself: meeting a node twice means
+    # an alias, which could also expand exponentially ("billion laughs").
+    if id(node) in seen_nodes:
+        problem(node, path, "YAML aliases (*name) are not supported: write the value out")
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -323,12 +323,27 @@ def _walk_yaml(node, path: Path_, positions, problems, name, seen_nodes: set) ->
             _walk_yaml(item, (*path, i), positions, problems, name, seen_nodes)
 
 
-def _non_finite(data: Any, path: Path_):
+def _checked(source: Source) -> Source:
+    """Reject values no config can mean: non-finite numbers, and text that is not Unicode."""
+    problems = [source.diagnostic(path, message) for path, message in _bad_values(source.data, ())]
+    if problems:
+        raise ConfigError(problems)
+    return source
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _bad_values(data: Any, path: Path_):
     if isinstance(data, float) and not math.isfinite(data):
-        yield path, data
+        yield path, f"{data} is not a finite number"
+    elif isinstance(data, str) and _SURROGATE.search(data):
+        code = ord(_SURROGATE.search(data).group())
+        yield path, f"holds \\u{code:04x}, half of a UTF-16 surrogate pair, which is not text"
     elif isinstance(data, dict):
-        for k, v in data.items():
-            yield from _non_finite(v, (*path, k))
+        for key, value in data.items():
+            yield from _bad_values(key, (*path, key))
+            yield from _bad_values(value, (*path, key))
     elif isinstance(data, list):
-        for i, v in enumerate(data):
-            yield from _non_finite(v, (*path, i))
+        for i, value in enumerate(data):
+            yield from _bad_values(value, (*path, i))

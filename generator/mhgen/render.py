@@ -19,8 +19,17 @@ from .resolve import Plan
 BODY_HASH_PLACEHOLDER = "0" * 64
 
 
+STRING_WIDTH = 76  # longest string literal on one line; longer text becomes a run of literals
+
+
 def py(value: Any) -> str:
-    """A Python literal that evaluates (ast.literal_eval) to exactly ``value``."""
+    """A Python literal that evaluates (ast.literal_eval) to exactly ``value``.
+
+    A string too long for one line becomes a parenthesised run of adjacent literals, which Python
+    joins back into the same string (no formatter splits a string literal by itself).
+    """
+    if isinstance(value, str) and len(repr(value)) > STRING_WIDTH:
+        return "(\n" + "\n".join(repr(chunk) for chunk in _chunks(value)) + "\n)"
     if value is None or isinstance(value, (bool, int, str)):
         return repr(value)
     if isinstance(value, float):
@@ -35,6 +44,20 @@ def py(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{py(k)}: {py(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no Python literal for {type(value).__name__}")
+
+
+def _chunks(text: str) -> list[str]:
+    """Cut ``text`` into pieces whose literals fit STRING_WIDTH, after a newline where one falls."""
+    chunks, current = [], ""
+    for ch in text:
+        if current and len(repr(current + ch)) > STRING_WIDTH:
+            chunks.append(current)
+            current = ""
+        current += ch
+        if ch == "\n" and len(repr(current)) > STRING_WIDTH // 2:
+            chunks.append(current)
+            current = ""
+    return [*chunks, current] if current else chunks
 
 
 def toml_string(value: str) -> str:

@@ -68,9 +68,10 @@ def slug(base_model: str) -> str:
 
 
 def canonical_sha256(data: dict[str, Any]) -> str:
-    """Hash of the config's content; key order, layout, JSON vs YAML and $schema do not count."""
-    content = {k: v for k, v in data.items() if k != "$schema"}
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Hash of the config's content. The order of the top-level keys, the layout, JSON vs YAML
+    and $schema do not count; the order inside a value does (a notes object is shown in order)."""
+    content = {k: data[k] for k in sorted(data) if k != "$schema"}
+    text = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
