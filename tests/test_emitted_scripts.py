@@ -46,7 +46,13 @@ def test_shape(script):
     assert names.index("format_conversation") < names.index("main")
     last = tree.body[-1]
     assert isinstance(last, ast.If) and ast.unparse(last.test) == "__name__ == '__main__'"
-    for header in ("# --- model", "# --- data", "# --- LoRA", "# --- training", "# --- memory"):
+    for header in (
+        "# --- model",
+        "# --- data",
+        "# --- LoRA",
+        "# --- training",
+        "# --- memory and distribution",
+    ):
         assert header in lines
     # heavy libraries are imported only inside functions: importing the file costs nothing
     top_imports = {

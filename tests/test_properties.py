@@ -86,7 +86,7 @@ def constants(text: str) -> dict:
 def test_hostile_strings_stay_data(tmp_path):
     scripts = []
 
-    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
     @given(CONFIGS)
     def check(config):
         CASES["injection"] += 1

@@ -38,3 +38,15 @@ def test_etc_readme_documents_every_field():
         re.findall(r"^\| `([^`]+)` \|", (REPO / "etc" / "README.md").read_text(), re.M)
     )
     assert set(schema["properties"]) <= documented
+
+
+def test_test_extra_pins_exactly_the_versions_bundles_promise():
+    import tomllib
+
+    from mhgen.pins import TESTED
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["test"]
+    pinned = dict(line.split("==") for line in extra if "==" in line)
+    assert pinned == TESTED

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("bundle", help="script, config, pinned requirements and README in DIR")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("-o", "--output-dir", required=True, metavar="DIR")
+    p.add_argument("--force", action="store_true", help="replace files with other content")
+    p.set_defaults(func=cmd_bundle)
+
     p = sub.add_parser("smoke", help="train the config's script on a tiny local model (CPU)")
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps (default 4)")
@@ -123,13 +129,22 @@ def cmd_compile(args) -> int:
     if args.run:
         from .run import run_script
 
-        return run_script(paths[0], args.extra)
+        return run_script(paths[0], args.extra, compiled[0].plan.values["num_processes"])
     return 0
 
 
 def cmd_run(args) -> int:
     args.configs, args.run = [args.config], True
     return cmd_compile(args)
+
+
+def cmd_bundle(args) -> int:
+    from .bundle import bundle
+
+    (compiled,) = _compile_all([args.config])
+    for path in bundle(compiled, Path(args.output_dir), force=args.force):
+        print(path)
+    return 0
 
 
 def cmd_smoke(args) -> int:

@@ -25,6 +25,7 @@ DEPENDENCIES = (
     "datasets>=3.0",
 )
 BITSANDBYTES = "bitsandbytes>=0.46"
+DEEPSPEED = "deepspeed>=0.16"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ def resolve(source: Source) -> Plan:
         values["lora_target_modules"] = "all-linear"
 
     deps = DEPENDENCIES + ((BITSANDBYTES,) if values["load_in_4bit"] else ())
+    if values["distributed_strategy"].startswith("deepspeed"):
+        deps += (DEEPSPEED,)
     return Plan(
         mhgen_version=__version__,
         config_sha256=canonical_sha256(data),

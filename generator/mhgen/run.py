@@ -12,8 +12,12 @@ import sys
 from pathlib import Path
 
 
-def run_script(script: Path, args: list[str]) -> int:
-    command = [sys.executable, str(script), *args]
+def run_script(script: Path, args: list[str], processes: int = 1) -> int:
+    """python SCRIPT ARGS, or torchrun with ``processes`` processes on this machine."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
+    command = [*launcher, str(script), *args]
     print("mhgen: running " + " ".join(command), file=sys.stderr, flush=True)
     child = subprocess.Popen(command)
     previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())

@@ -166,6 +166,14 @@ def semantic(source: Source) -> list[Diagnostic]:
         )
     if get("dtype") == "float16" and family.name == "gpt-oss":
         warn("dtype", "gpt-oss was trained in bfloat16; float16 overflows in its activations")
+    if get("num_processes") > 1 and get("distributed_strategy") == "none":
+        out.append(
+            source.diagnostic(
+                ("num_processes",),
+                f"{get('num_processes')} processes need a distributed_strategy: set "
+                '"distributed_strategy": "ddp" (or fsdp, deepspeed-zero2, deepspeed-zero3)',
+            )
+        )
     if get("eval_dataset_path") is not None and data.get("eval_split", 0) > 0:
         out.append(
             source.diagnostic(

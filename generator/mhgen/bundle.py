@@ -1,0 +1,87 @@
+"""``mhgen bundle CONFIG -o DIR``: everything a colleague or a rented GPU box needs, in one folder.
+
+DIR gets the script (its PEP 723 block lets ``uv run`` install its own dependencies), the config,
+a requirements.txt pinned to the versions the test suite ran with, and a README with the exact
+commands. Nothing in DIR needs mhgen. An existing file with other content is never replaced
+without ``--force``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .diagnostics import WriteError
+from .pins import TESTED
+from .pipeline import Compiled
+from .write import write
+
+README = """\
+# {script}
+
+Fine-tunes `{base_model}` ({chat_format} format, {mode}), compiled by mhgen {version} from
+`{config}` (canonical sha256 {sha}). The script stands alone: it needs no mhgen.
+
+Put the training data at `{data}` (JSONL, one conversation per line), then:
+
+```bash
+# check the data and the training text; loads no model
+uv run {script} --dry-run              # uv installs the script's own dependencies (PEP 723)
+# or, with pip and the versions the script was tested with:
+python -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt
+python {script} --dry-run
+python {script}                        # train; the adapter lands in {output_dir}
+{multi}python {script} --resume               # after an interruption (SIGTERM saves a checkpoint)
+```
+
+On a CUDA machine, install torch for its CUDA version first if the pinned wheel does not fit it.
+"""
+
+
+def bundle(compiled: Compiled, out: Path, force: bool = False) -> list[Path]:
+    plan, values = compiled.plan, compiled.plan.values
+    names = ["torch", "transformers", "trl", "peft", "accelerate", "datasets"]
+    if values["load_in_4bit"]:
+        names.append("bitsandbytes")
+    requirements = "".join(f"{name}=={TESTED[name]}\n" for name in sorted(names))
+    if values["distributed_strategy"].startswith("deepspeed"):
+        requirements += "deepspeed>=0.16  # not pinned: the test suite does not run DeepSpeed\n"
+    processes = values["num_processes"]
+    multi = (
+        f"torchrun --nproc-per-node {processes} {plan.script_name}   "
+        f"# {processes} GPUs, {values['distributed_strategy']}\n"
+        if processes > 1
+        else ""
+    )
+    config_name = Path(compiled.source.file).name
+    files = {
+        plan.script_name: compiled.text,
+        config_name: Path(compiled.source.file).read_text(encoding="utf-8"),
+        "requirements.txt": requirements,
+        "README.md": README.format(
+            script=plan.script_name,
+            base_model=values["base_model"],
+            chat_format=plan.chat_format,
+            mode="4-bit QLoRA" if values["load_in_4bit"] else "LoRA",
+            version=plan.mhgen_version,
+            config=config_name,
+            sha=plan.config_sha256[:12],
+            data=values["dataset_path"],
+            output_dir=values["output_dir"],
+            multi=multi,
+        ),
+    }
+    for name, text in files.items():  # check everything before writing anything
+        path = out / name
+        mine = name == plan.script_name  # the script has write()'s own hand-edit protection
+        if not mine and not force and path.exists() and path.read_text(encoding="utf-8") != text:
+            raise WriteError(f"{path}: exists with other content; pass --force to replace it")
+    written = []
+    for name, text in files.items():
+        path = out / name
+        if name == plan.script_name:
+            write(path, text, force=force)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
