@@ -129,3 +129,23 @@ def test_resume_without_a_checkpoint_says_so(tmp_path, setup):
         proc.stderr.strip()
         == f"error: {tmp_path / 'out'} holds no run to resume; run without --resume"
     )
+
+
+def test_ctrl_c_through_mhgen_run_checkpoints_and_passes_the_exit_code_on(tmp_path, setup):
+    model, data = setup
+    script_for(tmp_path, model, data)  # writes config.json next to it
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mhgen", "run", "config.json", "-o", "."],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not (tmp_path / "out" / "mhgen_run.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)
+    os.killpg(child.pid, signal.SIGINT)  # Ctrl-C reaches mhgen and the script alike
+    output, _ = child.communicate(timeout=300)
+    assert child.returncode == 128 + signal.SIGINT, output[-2000:]
+    assert "SIGINT: saving a checkpoint after this step" in output
+    assert len(list((tmp_path / "out").glob("checkpoint-*"))) == 1
