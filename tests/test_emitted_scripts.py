@@ -147,3 +147,23 @@ def test_every_format_passes_ruff_defaults_and_the_repository_rules(tmp_path, fm
             text=True,
         )
         assert proc.returncode == 0, proc.stdout
+
+
+def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
+    from conftest import MINIMAL, write_config
+
+    four = compile_config(write_config(tmp_path, {**MINIMAL, "load_in_4bit": True}, "a.json")).text
+    full = compile_config(write_config(tmp_path, {**MINIMAL, "load_in_4bit": False}, "b.json")).text
+    assert 'OPTIM = "paged_adamw_8bit"  # auto-detected\n' in four
+    assert 'OPTIM = "adamw_torch_fused"  # auto-detected\n' in full
+    assert 'train_sampling_strategy="group_by_length"' in four
+    assert 'activation_checkpointing_kwargs={"use_reentrant": False}' in four
+    fa2 = {
+        **MINIMAL,
+        "batching": "padding_free",
+        "attn_implementation": "flash_attention_2",
+        "use_liger_kernel": True,
+    }
+    text = compile_config(write_config(tmp_path, fa2, "c.json")).text
+    assert "padding_free=True" in text and "train_sampling_strategy" not in text
+    assert "use_liger_kernel=on_gpu" in text and '"liger-kernel>=0.6"' in text

@@ -130,6 +130,9 @@ def test_qlora_4bit_path(tmp_path, models, data, family):
     curve = losses(out)
     assert all(math.isfinite(x) for x in curve) and min(curve[-3:]) < curve[0]
     assert "no CUDA GPU found" in proc.stdout
+    assert (
+        'note: "optim": "paged_adamw_8bit" needs CUDA; using adamw_torch on the CPU' in proc.stdout
+    )
     assert adapter_changes_output(models[family], out)
 
 

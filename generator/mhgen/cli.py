@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("schema", help="print the config's JSON Schema")
+    p.add_argument("--markdown", action="store_true", help="as the field table of etc/README.md")
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("use", help="make etc/training-NAME.json the active etc/training.json")
@@ -238,9 +239,14 @@ def cmd_explain(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .schema import schema_text
+    from .schema import load_schema, schema_text
 
-    sys.stdout.write(schema_text())
+    if args.markdown:
+        from .schema_doc import markdown_table
+
+        sys.stdout.write(markdown_table(load_schema()))
+    else:
+        sys.stdout.write(schema_text())
     return 0
 
 

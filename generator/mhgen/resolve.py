@@ -26,6 +26,7 @@ DEPENDENCIES = (
 )
 BITSANDBYTES = "bitsandbytes>=0.46"
 DEEPSPEED = "deepspeed>=0.16"
+LIGER = "liger-kernel>=0.6"
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,17 @@ def resolve(source: Source) -> Plan:
     for key, value in derived.items():
         if key not in values or values[key] == "auto":
             values[key], origins[key] = value, "auto" if key != "output_dir" else "derived"
+    if values["optim"] == "auto":
+        values["optim"] = "paged_adamw_8bit" if values["load_in_4bit"] else "adamw_torch_fused"
+        origins["optim"] = "auto"
     if values["lora_target_modules"] == ["all-linear"]:
         values["lora_target_modules"] = "all-linear"
 
     deps = DEPENDENCIES + ((BITSANDBYTES,) if values["load_in_4bit"] else ())
     if values["distributed_strategy"].startswith("deepspeed"):
         deps += (DEEPSPEED,)
+    if values["use_liger_kernel"]:
+        deps += (LIGER,)
     return Plan(
         mhgen_version=__version__,
         config_sha256=canonical_sha256(data),

@@ -166,6 +166,14 @@ def semantic(source: Source) -> list[Diagnostic]:
         )
     if get("dtype") == "float16" and family.name == "gpt-oss":
         warn("dtype", "gpt-oss was trained in bfloat16; float16 overflows in its activations")
+    if get("batching") == "padding_free" and get("attn_implementation") != "flash_attention_2":
+        out.append(
+            source.diagnostic(
+                ("batching",),
+                'padding_free needs "attn_implementation": "flash_attention_2"; with any other '
+                "attention the concatenated examples would attend to each other",
+            )
+        )
     if get("num_processes") > 1 and get("distributed_strategy") == "none":
         out.append(
             source.diagnostic(
