@@ -3,6 +3,8 @@
 
     python bench/bench_train.py                 # CPU: a tiny Qwen3 (seconds)
     python bench/bench_train.py --size 0.6b     # GPU: Qwen3-0.6B shapes, random weights, built here
+    python bench/bench_train.py --size 0.6b --prepare DIR   # compile here (needs mhgen) ...
+    PYTHONPATH=generator python bench/bench_train.py --run DIR   # ... measure there (no mhgen)
 
 Prints tokens/s (real, non-pad tokens through the model per second, from the first batch to the
 end), the padding fraction (pad
@@ -102,7 +104,7 @@ def build(size: str, root: Path) -> Path:
 
     tokenizer = build_tokenizer("chatml")
     tokenizer.chat_template = CHATML.replace("\\n", "\n")
-    model_dir = root / "Qwen2.5-bench"  # a plain-ChatML family name: the template has no <think>
+    model_dir = root / "Qwen2.5-bench"
     tokenizer.save_pretrained(model_dir)
     ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     config = transformers.Qwen3Config(**SIZES[size], **ids, max_position_embeddings=8192)
@@ -136,45 +138,48 @@ def measure(script: list[str], out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rows", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=1024)
-    parser.add_argument("--four-bit", action="store_true")
-    args = parser.parse_args()
-
+def prepare(args, root: Path) -> None:
+    """Data, config, the compiled script and the baseline in ``root`` (the model comes at run)."""
     from mhgen.pipeline import compile_config
     from mhgen.write import write
 
-    root = Path(tempfile.mkdtemp(prefix="mhgen-bench-"))
-    model_dir = build(args.size, root)
+    root.mkdir(parents=True, exist_ok=True)
     data(root / "train.jsonl", args.rows)
     config = {
-        "base_model": str(model_dir), "chat_template": "chatml", "system_prompt": "",
-        "dataset_path": str(root / "train.jsonl"), "output_dir": str(root / "out"),
+        "base_model": "Qwen2.5-bench",  # a plain-ChatML family name: the template has no <think>
+        "chat_template": "chatml", "system_prompt": "",
+        "dataset_path": "train.jsonl", "output_dir": "out",
         "max_seq_length": args.seq, "per_device_train_batch_size": args.batch,
         "gradient_accumulation_steps": 1, "learning_rate": 0.0002,
         "lora_rank": 16, "lora_alpha": 32,
         "load_in_4bit": args.four_bit, "dtype": "bfloat16", "use_gradient_checkpointing": True,
         "logging_steps": 10, "save_steps": 100000, "lora_target_modules": "all-linear",
     }  # fmt: skip
+    for item in args.set or []:  # --set key=JSON-value, for experiments
+        key, value = item.split("=", 1)
+        config[key] = json.loads(value)
     (root / "config.json").write_text(json.dumps(config))
     compiled = compile_config(root / "config.json")
-    script = root / compiled.plan.script_name
-    write(script, compiled.text)
+    write(root / "train.py", compiled.text)
     (root / "baseline.py").write_text(BASELINE)
+    (root / "bench.json").write_text(json.dumps(vars(args)))
 
+
+def run(root: Path) -> None:
+    """Build the model in ``root``, train both scripts there, print the table."""
+    import os
+
+    args = json.loads((root / "bench.json").read_text())
+    build(args["size"], root)
+    os.chdir(root)
     results = {
-        "mhgen": measure([str(script), "--max-steps", str(args.steps)], root / "a.json"),
-        "plain TRL": measure(
-            [str(root / "baseline.py"), str(root / "config.json"), str(args.steps)], root / "b.json"
+        "mhgen": measure(
+            ["train.py", "--max-steps", str(args["steps"]), "--overwrite"], root / "a.json"
         ),
+        "plain TRL": measure(["baseline.py", "config.json", str(args["steps"])], root / "b.json"),
     }
-    print(f"{args.size} Qwen3, {args.steps} steps x batch {args.batch}, max {args.seq} tokens, "
-          f"4-bit {args.four_bit}, {args.rows} rows; files in {root}")  # fmt: skip
+    print(f"{args['size']} Qwen3, {args['steps']} steps x batch {args['batch']}, max {args['seq']} "
+          f"tokens, 4-bit {args['four_bit']}, {args['rows']} rows")  # fmt: skip
     print(f"{'':10} {'tokens/s':>10} {'padding':>8} {'peak MiB':>9} {'wall s':>7}")
     for name, r in results.items():
         r["tps"] = r["real"] / r["wall"]
@@ -185,6 +190,26 @@ def main() -> None:
     print(
         f"{'ratio':10} {a['tps'] / b['tps']:9.2f}x {'':8} {a['peak_bytes'] / b['peak_bytes']:8.2f}x"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=1024)
+    parser.add_argument("--four-bit", action="store_true")
+    parser.add_argument("--set", action="append", metavar="KEY=JSON", help="override a setting")
+    parser.add_argument("--prepare", metavar="DIR", help="only compile into DIR")
+    parser.add_argument("--run", metavar="DIR", help="only measure what --prepare put in DIR")
+    args = parser.parse_args()
+    if args.run:
+        return run(Path(args.run).resolve())
+    root = Path(args.prepare or tempfile.mkdtemp(prefix="mhgen-bench-")).resolve()
+    prepare(args, root)
+    if not args.prepare:
+        run(root)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -167,3 +168,33 @@ def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
     text = compile_config(write_config(tmp_path, fa2, "c.json")).text
     assert "padding_free=True" in text and "train_sampling_strategy" not in text
     assert "use_liger_kernel=on_gpu" in text and '"liger-kernel>=0.6"' in text
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"])
+def test_distribution_changes_only_what_it_must(tmp_path, strategy):
+    from conftest import MINIMAL, write_config
+
+    plain = compile_config(write_config(tmp_path, MINIMAL, "a.json")).text
+    text = compile_config(
+        write_config(
+            tmp_path, {**MINIMAL, "distributed_strategy": strategy, "num_processes": 2}, "b.json"
+        )
+    ).text
+    assert "torchrun --nproc-per-node 2" in text
+    sharded = strategy != "ddp"
+    assert ('device_map={"": int(os.environ.get("LOCAL_RANK", "0"))}' in text) is not sharded
+    assert ('"deepspeed>=0.16"' in text) is strategy.startswith("deepspeed")
+    assert ('fsdp="full_shard auto_wrap"' in text) is (strategy == "fsdp")
+    zero3 = strategy == "deepspeed-zero3"
+    assert ("autocast_adapter_dtype=False" in text) is zero3
+    assert ('{"use_reentrant": True}' in text) is zero3
+    if strategy == "ddp":  # DDP needs nothing but the launcher: the rest of the script is the same
+        changed = [line for line in text.splitlines() if line not in plain.splitlines()]
+        assert all(
+            "DISTRIBUTED_STRATEGY" in c
+            or "NUM_PROCESSES" in c
+            or "nproc-per-node" in c
+            or "sha256" in c
+            or "GPUs" in c
+            for c in changed
+        ), changed
