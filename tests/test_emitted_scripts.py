@@ -190,11 +190,10 @@ def test_distribution_changes_only_what_it_must(tmp_path, strategy):
     assert ('{"use_reentrant": True}' in text) is zero3
     if strategy == "ddp":  # DDP needs nothing but the launcher: the rest of the script is the same
         changed = [line for line in text.splitlines() if line not in plain.splitlines()]
-        assert all(
-            "DISTRIBUTED_STRATEGY" in c
-            or "NUM_PROCESSES" in c
-            or "nproc-per-node" in c
-            or "sha256" in c
-            or "GPUs" in c
-            for c in changed
-        ), changed
+        changed = [line for line in changed if not re.search("[0-9a-f]{64}", line)]  # hashes
+        assert changed == [
+            "Train on 2 GPUs (ddp), or on one:",
+            "    torchrun --nproc-per-node 2 train_qwen3_8b.py",
+            'DISTRIBUTED_STRATEGY = "ddp"',
+            "NUM_PROCESSES = 2  # torchrun --nproc-per-node",
+        ]
