@@ -166,7 +166,14 @@ def semantic(source: Source) -> list[Diagnostic]:
         )
     if get("dtype") == "float16" and family.name == "gpt-oss":
         warn("dtype", "gpt-oss was trained in bfloat16; float16 overflows in its activations")
-    if get("batching") == "padding_free" and get("attn_implementation") != "flash_attention_2":
+    if get("batching") == "padding_free" and family.name == "gpt-oss":
+        why = (
+            "padding_free is not safe for gpt-oss: its forward does not pass position ids to the "
+            "attention mask, so concatenated examples would attend to each other; "
+            'use "group_by_length"'
+        )
+        out.append(source.diagnostic(("batching",), why))
+    elif get("batching") == "padding_free" and get("attn_implementation") != "flash_attention_2":
         out.append(
             source.diagnostic(
                 ("batching",),
