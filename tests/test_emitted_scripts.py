@@ -157,7 +157,12 @@ def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
     full = compile_config(write_config(tmp_path, {**MINIMAL, "load_in_4bit": False}, "b.json")).text
     assert 'OPTIM = "paged_adamw_8bit"  # auto-detected\n' in four
     assert 'OPTIM = "adamw_torch_fused"  # auto-detected\n' in full
-    assert 'train_sampling_strategy="group_by_length"' in four
+    assert 'train_sampling_strategy="random"' in four  # the default: resume-exact
+    grouped = {**MINIMAL, "batching": "group_by_length"}
+    assert (
+        'train_sampling_strategy="group_by_length"'
+        in compile_config(write_config(tmp_path, grouped, "g.json")).text
+    )
     assert 'activation_checkpointing_kwargs={"use_reentrant": False}' in four
     fa2 = {
         **MINIMAL,
