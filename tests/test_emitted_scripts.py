@@ -200,5 +200,5 @@ def test_distribution_changes_only_what_it_must(tmp_path, strategy):
             "Train on 2 GPUs (ddp), or on one:",
             "    torchrun --nproc-per-node 2 train_qwen3_8b.py",
             'DISTRIBUTED_STRATEGY = "ddp"',
-            "NUM_PROCESSES = 2  # torchrun --nproc-per-node",
+            "NUM_PROCESSES = 2",
         ]
