@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", metavar="CONFIG_B")
     p.set_defaults(func=cmd_diff)
 
+    p = sub.add_parser("plan", help="estimated peak GPU memory, and which GPUs the run fits")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="judge this size only")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("formats", help="each chat format with a rendered example")
     p.set_defaults(func=cmd_formats)
 
@@ -220,6 +225,14 @@ def cmd_diff(args) -> int:
             b.plan.script_name + f" ({b.source.file})",
         )
     )
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .vram import report
+
+    (compiled,) = _compile_all([args.config], quiet=True)
+    sys.stdout.write(report(dict(compiled.plan.values), args.gpu_memory))
     return 0
 
 

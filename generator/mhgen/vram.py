@@ -1,0 +1,173 @@
+"""``mhgen plan``: the peak GPU memory of a config's run, estimated from the model's shapes.
+
+Pure arithmetic on a table of shapes (config.json facts); no torch. The formula, per part:
+
+- weights: 4-bit NF4 (bitsandbytes) for the nn.Linear layers: 0.5 byte per weight, plus the
+  quantisation constants with double quantisation (an 8-bit absmax per block of 64, and an fp32
+  constant per 256 blocks): 1/64 + 4/16384 byte. Everything else (embeddings, lm_head, norms, and
+  the MoE experts, which transformers 5 stores as fused 3-D parameters that bitsandbytes does not
+  quantize) is upcast to fp32 (4 bytes) by peft's prepare_model_for_kbit_training. Without 4-bit:
+  every weight in the compute dtype (2 bytes).
+- LoRA: r x (in + out) weights per adapted module, fp32 weight + fp32 gradient + optimizer state
+  (AdamW: 8 bytes; 8-bit AdamW: 2 bytes).
+- activations, for batch b and sequence s: with checkpointing, every layer keeps its input
+  (b s h) and one layer is recomputed at a time; without, every layer keeps all. A layer's
+  activations: b s (8 h + 3 i) with i the MLP width a token goes through (top-k x expert width for
+  MoE), times ACTIVATION_FACTOR. Eager attention (gpt-oss) also holds the scores: b heads s^2 x 6.
+- logits and loss: LOSS_BYTES per token x vocabulary entry. The stack computes the loss without
+  holding the full fp32 logits (a full fp32 copy would be 4 bytes per entry; measured: 0.19).
+- allocator constant, then a stated CUDA-context reserve that max_memory_allocated does not see.
+
+ACTIVATION_FACTOR, LOSS_BYTES and the constant were fitted to five peaks measured on an H100
+(bench/calibrate_memory.py; docs in the closing note of the speed-and-memory issue): Qwen3-0.6B
+shapes in bf16 and 4-bit, with and without checkpointing, and 4 layers of Qwen3-Coder-30B-A3B.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GIB = 2**30
+GPU_SIZES_GB = (16, 24, 40, 48, 80, 141)
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+ACTIVATION_FACTOR = 2.0  # fitted (see above)
+LOSS_BYTES = 0.2  # fitted: bytes per token x vocabulary entry
+ALLOCATOR_BYTES = 0.15 * GIB  # fitted constant of torch.cuda.max_memory_allocated
+CONTEXT_BYTES = 0.75 * GIB  # CUDA context + cuBLAS workspace: stated, not in the fit
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Transformer shapes, from each model's config.json."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int  # dense MLP width (0 for MoE)
+    vocab: int
+    tied: bool = False
+    experts: int = 0
+    experts_per_token: int = 0
+    expert_intermediate: int = 0
+
+
+SHAPES: dict[str, Shape] = {
+    # Qwen/Qwen3-8B config.json
+    "qwen3-8b": Shape(4096, 36, 32, 8, 128, 12288, 151936),
+    # Qwen/Qwen3-0.6B config.json (the shape bench/bench_train.py --size 0.6b builds)
+    "qwen3-0.6b": Shape(1024, 28, 16, 8, 128, 3072, 151936, tied=True),
+    # Qwen/Qwen3-Coder-30B-A3B-Instruct config.json: 128 experts, 8 per token
+    "qwen3-coder-30b-a3b-instruct": Shape(2048, 48, 32, 4, 128, 0, 151936, False, 128, 8, 768),
+    # openai/gpt-oss-20b config.json: 32 experts of width 2880, 4 per token
+    "gpt-oss-20b": Shape(2880, 24, 64, 8, 64, 0, 201088, False, 32, 4, 2880),
+    # meta-llama/Llama-3.1-8B-Instruct and mistralai/Mistral-7B-Instruct-v0.3 config.json
+    "llama-3.1-8b-instruct": Shape(4096, 32, 32, 8, 128, 14336, 128256),
+    "mistral-7b-instruct-v0.3": Shape(4096, 32, 32, 8, 128, 14336, 32768),
+}
+
+
+def shape_for(base_model: str) -> Shape | None:
+    return SHAPES.get(base_model.rstrip("/").split("/")[-1].lower())
+
+
+def _linears(shape: Shape) -> dict[str, tuple[int, int]]:
+    """(in, out) of each nn.Linear of one layer."""
+    h, q, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    out = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
+    if not shape.experts:
+        i = shape.intermediate
+        out |= {"gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    return out
+
+
+def estimate(
+    values: dict, shape: Shape, batch: int | None = None, seq: int | None = None, nf4_experts=False
+) -> dict:
+    """Peak bytes by part, for the config's batch and max_seq_length (or the ones given)."""
+    b = batch or values["per_device_train_batch_size"]
+    s = seq or values["max_seq_length"]
+    h, layers = shape.hidden, shape.layers
+    linears = _linears(shape)
+    linear_weights = layers * sum(i * o for i, o in linears.values())
+    expert_weights = layers * shape.experts * 3 * h * shape.expert_intermediate
+    other = shape.vocab * h * (1 if shape.tied else 2) + layers * (2 * h + shape.experts * h)
+    if values["load_in_4bit"] and nf4_experts:  # what 4-bit experts (the MoE issue) would give
+        weights = (linear_weights + expert_weights) * NF4_BYTES + other * 4
+    elif values["load_in_4bit"]:
+        weights = linear_weights * NF4_BYTES + (expert_weights + other) * 4
+    else:
+        weights = (linear_weights + expert_weights + other) * 2
+
+    targets = values["lora_target_modules"]
+    adapted = (
+        linears if targets == "all-linear" else {k: v for k, v in linears.items() if k in targets}
+    )
+    lora_weights = layers * values["lora_rank"] * sum(i + o for i, o in adapted.values())
+    optimizer = 2 if "8bit" in values["optim"] else 8
+    lora = lora_weights * (4 + 4 + optimizer)
+
+    width = shape.intermediate or shape.experts_per_token * shape.expert_intermediate
+    layer = ACTIVATION_FACTOR * 2 * b * s * (8 * h + 3 * width)
+    if values["attn_implementation"] == "eager":
+        layer += b * shape.heads * s * s * (2 + 4)
+    if values["use_gradient_checkpointing"]:
+        activations = ACTIVATION_FACTOR * layers * 2 * b * s * h + layer
+    else:
+        activations = layers * layer
+    parts = {
+        "weights": weights,
+        "LoRA + optimizer": lora,
+        "activations": activations,
+        "logits + loss": LOSS_BYTES * b * s * shape.vocab,
+        "allocator": ALLOCATOR_BYTES,
+    }
+    parts["allocated peak"] = sum(parts.values())
+    parts["CUDA context"] = CONTEXT_BYTES
+    parts["total"] = parts["allocated peak"] + CONTEXT_BYTES
+    return parts
+
+
+def largest(values: dict, shape: Shape, budget_gb: float, what: str) -> int:
+    """The largest per-device batch (what="batch") or max_seq_length ("seq") under the budget."""
+    low, high = 0, 1 << 20
+    while low < high:
+        mid = (low + high + 1) // 2
+        kwargs = {"batch": mid} if what == "batch" else {"seq": mid}
+        if estimate(values, shape, **kwargs)["total"] <= budget_gb * 1e9:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def report(values: dict, gpu_memory_gb: float | None = None) -> str:
+    shape = shape_for(values["base_model"])
+    if shape is None:
+        known = ", ".join(sorted(SHAPES))
+        return f"no shape known for {values['base_model']!r}; known: {known}\n"
+    parts = estimate(values, shape)
+    b, s = values["per_device_train_batch_size"], values["max_seq_length"]
+    mode = "4-bit" if values["load_in_4bit"] else values["dtype"]
+    lines = [f"{values['base_model']}: {mode}, batch {b} x {s} tokens, peak GPU memory estimate:"]
+    lines += [f"  {name:18} {size / GIB:8.1f} GiB" for name, size in parts.items()]
+    if shape.experts and values["load_in_4bit"]:
+        experts = shape.layers * shape.experts * 3 * shape.hidden * shape.expert_intermediate
+        lines.append(
+            f"  note: the {experts / 1e9:.1f}B expert weights are fused 3-D parameters that "
+            "bitsandbytes does not quantize; they sit in fp32 after "
+            "prepare_model_for_kbit_training "
+            f"({experts * 4 / GIB:.0f} GiB). With 4-bit experts the same run would need "
+            f"{estimate(values, shape, nf4_experts=True)['total'] / GIB:.1f} GiB."
+        )
+    sizes = (gpu_memory_gb,) if gpu_memory_gb else GPU_SIZES_GB
+    for size in sizes:
+        fits = parts["total"] <= size * 1e9
+        batch, seq = largest(values, shape, size, "batch"), largest(values, shape, size, "seq")
+        verdict = "fits" if fits else "does NOT fit"
+        room = f"largest batch {batch} at {s} tokens, longest {seq} tokens at batch {b}"
+        lines.append(
+            f"  {size:>4} GB GPU: {verdict}; {room if batch or seq else 'not even batch 1'}"
+        )
+    return "\n".join(lines) + "\n"

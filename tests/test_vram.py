@@ -1,0 +1,99 @@
+"""`mhgen plan`: the memory estimate's arithmetic, its behaviour, and its agreement with peaks
+measured on an H100 (bench/calibrate_memory.py; those five numbers are measurements, not outputs)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from conftest import ETC
+from mhgen.vram import NF4_BYTES, SHAPES, Shape, estimate, largest, report, shape_for
+
+BASE = {
+    "base_model": "Qwen/Qwen3-8B", "per_device_train_batch_size": 2, "max_seq_length": 2048,
+    "load_in_4bit": True, "lora_rank": 16, "optim": "paged_adamw_8bit", "attn_implementation": "sdpa",
+    "use_gradient_checkpointing": True, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}  # fmt: skip
+
+
+def test_nf4_bytes_per_weight_follow_bitsandbytes_layout():
+    # 4 bits per weight; per block of 64 an 8-bit absmax; per 256 blocks one fp32 constant
+    weights = 4096 * 4096
+    blocks = weights / 64
+    expected = weights / 2 + blocks * 1 + (blocks / 256) * 4
+    assert weights * NF4_BYTES == pytest.approx(expected)
+
+
+def test_moe_experts_are_counted_unquantized_in_fp32():
+    shape = SHAPES["gpt-oss-20b"]
+    experts = shape.layers * shape.experts * 3 * shape.hidden * shape.expert_intermediate
+    assert experts == pytest.approx(19.1e9, rel=0.01)
+    four_bit = estimate({**BASE, "base_model": "openai/gpt-oss-20b"}, shape)
+    assert four_bit["weights"] > experts * 4
+    assert estimate(BASE, shape, nf4_experts=True)["weights"] < experts * 0.6 + 5e9
+
+
+def test_more_tokens_cost_more_and_checkpointing_saves():
+    shape = SHAPES["qwen3-8b"]
+    totals = [estimate(BASE, shape, batch=b)["total"] for b in (1, 2, 4)]
+    assert totals == sorted(totals) and len(set(totals)) == 3
+    assert estimate(BASE, shape, seq=4096)["total"] > estimate(BASE, shape, seq=1024)["total"]
+    full = estimate({**BASE, "use_gradient_checkpointing": False}, shape)
+    assert full["activations"] > 5 * estimate(BASE, shape)["activations"]
+
+
+def test_largest_batch_fits_and_one_more_does_not():
+    shape = SHAPES["qwen3-8b"]
+    batch = largest(BASE, shape, 24, "batch")
+    assert (
+        estimate(BASE, shape, batch=batch)["total"]
+        <= 24e9
+        < estimate(BASE, shape, batch=batch + 1)["total"]
+    )
+
+
+@pytest.mark.parametrize("path", sorted(ETC.glob("training-*.json")), ids=lambda p: p.name)
+def test_every_shipped_config_has_a_shape_and_a_report(path, cli):
+    assert shape_for(json.loads(path.read_text())["base_model"]) is not None
+    code, out, _ = cli("plan", str(path))
+    assert code == 0 and "allocated peak" in out and "141 GB GPU" in out
+
+
+def test_gpt_oss_on_16_gb_is_reported_honestly(cli):
+    code, out, _ = cli("plan", str(ETC / "training-gpt-oss-20b.json"), "--gpu-memory", "16")
+    assert code == 0
+    assert "16.0 GB GPU: does NOT fit" in out
+    assert (
+        "bitsandbytes does not quantize" in out
+        and "With 4-bit experts the same run would need" in out
+    )
+
+
+def test_unknown_model_says_so():
+    assert report({**BASE, "base_model": "someone/mystery-7b"}).startswith(
+        "no shape known for 'someone/mystery-7b'"
+    )
+
+
+# Peak torch.cuda.max_memory_allocated on an H100 (2026-11-24), emitted scripts, 3 steps, every batch
+# exactly batch x seq tokens: (shape, layers kept, 4-bit, checkpointing, batch, seq) -> bytes.
+MEASURED = [
+    ("qwen3-0.6b", None, False, True, 4, 1024, 2029420032),
+    ("qwen3-0.6b", None, True, True, 4, 1024, 1909391872),
+    ("qwen3-0.6b", None, False, False, 2, 1024, 5683491328),
+    ("qwen3-0.6b", None, True, True, 8, 2048, 4758905344),
+    ("qwen3-coder-30b-a3b-instruct", 4, True, True, 2, 1024, 13185607168),
+]
+
+
+@pytest.mark.parametrize("case", MEASURED, ids=lambda c: f"{c[0]}-{c[2]}-{c[3]}-{c[4]}x{c[5]}")
+def test_estimate_within_20_percent_of_measured_peaks(case):
+    name, layers, four_bit, ckpt, batch, seq, measured = case
+    shape: Shape = replace(SHAPES[name], layers=layers) if layers else SHAPES[name]
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    values = {**BASE, "load_in_4bit": four_bit, "use_gradient_checkpointing": ckpt, "lora_target_modules": targets,
+              "optim": "paged_adamw_8bit" if four_bit else "adamw_torch_fused"}  # fmt: skip
+    guess = estimate(values, shape, batch=batch, seq=seq)["allocated peak"]
+    assert abs(guess / measured - 1) < 0.20
