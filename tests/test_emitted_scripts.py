@@ -202,3 +202,13 @@ def test_distribution_changes_only_what_it_must(tmp_path, strategy):
             'DISTRIBUTED_STRATEGY = "ddp"',
             "NUM_PROCESSES = 2",
         ]
+
+
+def test_blank_lines_in_notes_stay_blank(tmp_path):
+    from conftest import MINIMAL, write_config
+
+    text = compile_config(
+        write_config(tmp_path, {**MINIMAL, "notes": "first\n\n  \nlast"}, "n.json")
+    ).text
+    assert "    first\n\n\n        last\n" in text
+    assert not [line for line in text.splitlines() if line != line.rstrip()]

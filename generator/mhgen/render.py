@@ -116,7 +116,8 @@ def docwrap(text: str, indent: int = 4, width: int = 96) -> str:
                     line = ""
                 line += escaped
         lines.append(line)
-    return ("\n" + " " * indent).join(lines).rstrip()
+    # an empty paragraph is an empty line, not a line of indentation (W293)
+    return "\n".join((" " * indent + line) if line else "" for line in lines).strip()
 
 
 @cache
