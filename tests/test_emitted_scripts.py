@@ -212,3 +212,12 @@ def test_blank_lines_in_notes_stay_blank(tmp_path):
     ).text
     assert "    first\n\n\n        last\n" in text
     assert not [line for line in text.splitlines() if line != line.rstrip()]
+
+
+def test_a_blank_note_is_a_blank_line(tmp_path):
+    from conftest import MINIMAL, write_config
+
+    text = compile_config(
+        write_config(tmp_path, {**MINIMAL, "notes": ["a", "   ", "b"]}, "n.json")
+    ).text
+    assert "Notes:\n    a\n\n    b\n" in text

@@ -90,7 +90,7 @@ def docstring(text: str) -> str:
     return "".join(out)
 
 
-def docwrap(text: str, indent: int = 4, width: int = 96) -> str:
+def docwrap(text: str, indent: int = 4, width: int = 96, first: int = 0) -> str:
     """``text`` escaped as by ``docstring`` and wrapped so that no line, escapes included, is
     longer than ``width``; continuation lines are indented. The user's own line breaks stay.
 
@@ -116,8 +116,10 @@ def docwrap(text: str, indent: int = 4, width: int = 96) -> str:
                     line = ""
                 line += escaped
         lines.append(line)
-    # an empty paragraph is an empty line, not a line of indentation (W293)
-    return "\n".join((" " * indent + line) if line else "" for line in lines).strip()
+    # an empty paragraph is an empty line, not a line of indentation (W293); the first line gets
+    # ``first`` spaces, so that a blank note is a blank line too
+    body = "\n".join((" " * indent + line) if line else "" for line in lines).strip()
+    return " " * first + body if body else ""
 
 
 @cache
