@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
 import pytest
 
@@ -79,7 +78,3 @@ def test_compile_leaves_an_unchanged_file_untouched(copy_of_repo):
     assert proc.stdout == "emitted/train_qwen3_8b.py\n"
     assert "identical" in proc.stderr
     assert target.stat().st_mtime == 1_000_000_000
-
-
-def test_interpreter_is_the_same_python():
-    assert sys.executable

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from . import families, resolve
 from .diagnostics import Diagnostic
 from .load import Source
-from .schema import load_schema, properties
+from .schema import defaults, load_schema, properties
 
 
 def _is_integer(_checker, value) -> bool:
@@ -124,8 +124,6 @@ def _unknown_keys(source: Source) -> list[Diagnostic]:
 def semantic(source: Source) -> list[Diagnostic]:
     """Rules from the seed README's advice and the families table; warnings unless noted."""
     data = source.data
-    from .schema import defaults
-
     get = {**defaults(), **data}.get
     out: list[Diagnostic] = []
 
