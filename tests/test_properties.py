@@ -19,11 +19,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO
+from conftest import MINIMAL, REPO, write_config
 from mhgen.diagnostics import ConfigError
 from mhgen.format import ruff_binary
 from mhgen.load import load_bytes
-from mhgen.pipeline import compile_source
+from mhgen.pipeline import compile_config, compile_source
 from mhgen.validate import validate
 from mhgen.write import write
 
@@ -179,3 +179,24 @@ def test_lone_surrogates_are_refused_not_crashed_on(tmp_path):
         ]
     else:
         raise AssertionError("accepted a lone surrogate")
+
+
+def test_wide_characters_count_two_columns(tmp_path):
+    """Found by the property test: ruff measures lines in display columns, where an emoji or a CJK
+    character takes two, so wrapping by character count let a docstring line reach 102."""
+    config = {
+        **MINIMAL,
+        "base_model": "ÖóIW\U000c3653\x02¶\\x00😀õÔ\x8b\U0003c27a½n${HOME}\x03Å eOKO0" * 3,
+        "system_prompt": "漢字かな😀" * 40,
+        "notes": ["表" * 150, "🙂 " * 80],
+    }
+    compiled = compile_config(write_config(tmp_path, config))
+    script = tmp_path / "s.py"
+    script.write_text(compiled.text, encoding="utf-8")
+    proc = subprocess.run(
+        [ruff_binary(), "check", "--quiet", "--config", str(REPO / "pyproject.toml"), str(script)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert constants(compiled.text)["SYSTEM_PROMPT"] == config["system_prompt"]

@@ -28,7 +28,7 @@ def py(value: Any) -> str:
     A string too long for one line becomes a parenthesised run of adjacent literals, which Python
     joins back into the same string (no formatter splits a string literal by itself).
     """
-    if isinstance(value, str) and len(repr(value)) > STRING_WIDTH:
+    if isinstance(value, str) and columns(repr(value)) > STRING_WIDTH:
         return "(\n" + "\n".join(repr(chunk) for chunk in _chunks(value)) + "\n)"
     if value is None or isinstance(value, (bool, int, str)):
         return repr(value)
@@ -46,15 +46,30 @@ def py(value: Any) -> str:
     raise TypeError(f"no Python literal for {type(value).__name__}")
 
 
+def columns(text: str) -> int:
+    """Columns ``text`` takes as ruff counts line length (Unicode display width), or more: East
+    Asian wide and fullwidth characters take two, and so does every character outside the Basic
+    Multilingual Plane or unassigned in this Python's Unicode tables (emoji and CJK extensions are
+    wide there, and a newer Unicode may have made an unassigned one wide)."""
+    return sum(
+        2
+        if ord(ch) > 0xFFFF
+        or unicodedata.east_asian_width(ch) in "WF"
+        or unicodedata.category(ch) == "Cn"
+        else 1
+        for ch in text
+    )
+
+
 def _chunks(text: str) -> list[str]:
     """Cut ``text`` into pieces whose literals fit STRING_WIDTH, after a newline where one falls."""
     chunks, current = [], ""
     for ch in text:
-        if current and len(repr(current + ch)) > STRING_WIDTH:
+        if current and columns(repr(current + ch)) > STRING_WIDTH:
             chunks.append(current)
             current = ""
         current += ch
-        if ch == "\n" and len(repr(current)) > STRING_WIDTH // 2:
+        if ch == "\n" and columns(repr(current)) > STRING_WIDTH // 2:
             chunks.append(current)
             current = ""
     return [*chunks, current] if current else chunks
@@ -92,7 +107,7 @@ def docstring(text: str) -> str:
 
 def docwrap(text: str, indent: int = 4, width: int = 96, first: int = 0) -> str:
     """``text`` escaped as by ``docstring`` and wrapped so that no line, escapes included, is
-    longer than ``width``; continuation lines are indented. The user's own line breaks stay.
+    wider than ``width`` columns; continuation lines are indented. The user's own line breaks stay.
 
     Words are packed by their escaped length, and a word too long for a line is cut between
     characters, never inside an escape sequence.
@@ -103,7 +118,7 @@ def docwrap(text: str, indent: int = 4, width: int = 96, first: int = 0) -> str:
         line = ""
         for word in paragraph.split():
             piece = docstring(word)
-            if line and len(line) + 1 + len(piece) <= room:
+            if line and columns(line) + 1 + columns(piece) <= room:
                 line += " " + piece
                 continue
             if line:
@@ -111,7 +126,7 @@ def docwrap(text: str, indent: int = 4, width: int = 96, first: int = 0) -> str:
             line = ""
             for ch in word:  # pack the word itself, cutting it where it does not fit
                 escaped = docstring(ch)
-                if len(line) + len(escaped) > room:
+                if columns(line) + columns(escaped) > room:
                     lines.append(line)
                     line = ""
                 line += escaped
