@@ -281,6 +281,15 @@ CASES = [
         ],
     ),
     (
+        "fsdp_moe_4bit.json",
+        '{"base_model": "Qwen/Qwen3-Coder-30B-A3B-Instruct", "chat_template": "auto", '
+        '"system_prompt": "", "distributed_strategy": "fsdp", "num_processes": 2}',
+        [
+            "{f}:1:99: $.distributed_strategy: fsdp with a 4-bit qwen3-coder model: its experts "
+            'are quantized by the script, one copy per process; use "ddp" (or "none")'
+        ],
+    ),
+    (
         "yes.yaml",
         YAML_HEAD + "load_in_4bit: yes\n",
         ['{f}:4:1: $.load_in_4bit: "yes" is not of type boolean'],

@@ -86,6 +86,24 @@ def test_wrong_format_for_family_warns(project, cli):
     )
 
 
+@pytest.mark.parametrize("targets", [["q_proj", "gate_up", "down"], "all-linear"])
+def test_lora_on_4bit_experts_warns_and_lets_ddp_skip_unused_experts(project, cli, targets):
+    config = {**MINIMAL, "base_model": "openai/gpt-oss-20b", "chat_template": "auto"}
+    write_config(project, {**config, "lora_target_modules": targets}, "w.json")
+    code, _, err = cli("compile", "w.json", "-o", "out")
+    assert code == 0
+    assert (
+        "$.lora_target_modules: warning: LoRA on the 4-bit experts gives one adapter per expert"
+        in err
+    )
+    script = (project / "out" / "train_gpt_oss_20b.py").read_text()
+    assert "ddp_find_unused_parameters=True,  # an expert no token chose" in script
+    write_config(project, config, "attention.json")  # the default: attention only
+    assert cli("compile", "attention.json", "-o", "out2")[2] == ""
+    script = (project / "out2" / "train_gpt_oss_20b.py").read_text()
+    assert "ddp_find_unused_parameters=False," in script and "def quantize_to_nf4(" in script
+
+
 def test_schema_prints_the_schema(cli):
     code, out, _ = cli("schema")
     assert code == 0

@@ -123,7 +123,7 @@ def test_trains_saves_and_reloads(tmp_path, models, data, family, fmt, name):
     assert adapter_changes_output(models[family], out)
 
 
-@pytest.mark.parametrize("family", ["qwen3", "gpt-oss"])
+@pytest.mark.parametrize("family", ["qwen3", "gpt-oss", "qwen3-coder"])
 def test_qlora_4bit_path(tmp_path, models, data, family):
     proc, out = train(tmp_path, models[family], data, load_in_4bit=True, dtype="bfloat16")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -133,7 +133,28 @@ def test_qlora_4bit_path(tmp_path, models, data, family):
     assert (
         'note: "optim": "paged_adamw_8bit" needs CUDA; using adamw_torch on the CPU' in proc.stdout
     )
+    if family != "qwen3":  # MoE: the script quantizes the experts (2 layers x 4 experts x 2)
+        assert "NF4 weights: 8 linear layers and 16 expert weights" in proc.stdout
+    assert adapter_keys_match_the_original_model(models[family], out)
     assert adapter_changes_output(models[family], out)
+
+
+def adapter_keys_match_the_original_model(model_dir, out_dir) -> bool:
+    """Every tensor of the saved adapter has its place in the original (unquantized) model."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    saved = load_file(out_dir / "adapter_model.safetensors")
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tuned = PeftModel.from_pretrained(base, out_dir)
+    slots = {k.replace(".default", ""): v for k, v in tuned.state_dict().items() if "lora_" in k}
+    return (
+        bool(saved)
+        and all(k in slots and torch.equal(slots[k], v.float()) for k, v in saved.items())
+        and len(slots) == len(saved)
+    )
 
 
 def test_finished_run_is_not_overwritten(tmp_path, models, data):

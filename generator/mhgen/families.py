@@ -13,6 +13,14 @@ from dataclasses import dataclass
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 ATTENTION_AND_MLP = (*ATTENTION, "gate_proj", "up_proj", "down_proj")
+# The emitted script's per-expert NF4 layers of a 4-bit MoE model (templates/experts_nf4.py.j2).
+EXPERT_LAYERS = ("gate_up", "down")
+
+
+def adapts_experts(lora_target_modules) -> bool:
+    """Whether LoRA targets reach the per-expert layers of a 4-bit MoE model."""
+    targets = lora_target_modules or ()
+    return targets == "all-linear" or bool(set(EXPERT_LAYERS) & set(targets))
 
 
 @dataclass(frozen=True)

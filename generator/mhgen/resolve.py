@@ -51,6 +51,16 @@ class Plan:
         return self.values["chat_template"]
 
     @property
+    def experts_4bit(self) -> bool:
+        """An MoE model in 4-bit: the script quantizes the experts itself (the loader cannot)."""
+        return self.family.moe and self.values["load_in_4bit"]
+
+    @property
+    def experts_lora(self) -> bool:
+        """LoRA on those 4-bit experts: an expert no token chose in a step gets no gradient."""
+        return self.experts_4bit and families.adapts_experts(self.values["lora_target_modules"])
+
+    @property
     def format_template(self) -> str:
         """The template that renders the chat format, with the family's variant where it has one."""
         variant = self.family.variant if self.chat_format == self.family.chat_format else ""

@@ -179,6 +179,8 @@ def semantic(source: Source) -> list[Diagnostic]:
                 "attention the concatenated examples would attend to each other",
             )
         )
+    if family.moe and get("load_in_4bit"):
+        _moe_4bit(source, get, family, out)
     if get("num_processes") > 1 and get("distributed_strategy") == "none":
         out.append(
             source.diagnostic(
@@ -194,3 +196,26 @@ def semantic(source: Source) -> list[Diagnostic]:
             )
         )
     return out
+
+
+def _moe_4bit(source: Source, get, family: families.Family, out: list[Diagnostic]) -> None:
+    """An MoE model in 4-bit: the script quantizes every expert itself (templates/experts_nf4)."""
+    strategy = get("distributed_strategy")
+    if strategy in ("fsdp", "deepspeed-zero2", "deepspeed-zero3"):
+        out.append(
+            source.diagnostic(
+                ("distributed_strategy",),
+                f"{strategy} with a 4-bit {family.name} model: its experts are quantized by the "
+                'script, one copy per process; use "ddp" (or "none")',
+            )
+        )
+    if families.adapts_experts(get("lora_target_modules")):
+        out.append(
+            source.diagnostic(
+                ("lora_target_modules",),
+                "LoRA on the 4-bit experts gives one adapter per expert (mlp.experts.N.gate_up, "
+                ".down): it loads onto a model whose experts are split as the script splits them, "
+                "not onto transformers' fused experts",
+                "warning",
+            )
+        )

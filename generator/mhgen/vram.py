@@ -2,12 +2,12 @@
 
 Pure arithmetic on a table of shapes (config.json facts); no torch. The formula, per part:
 
-- weights: 4-bit NF4 (bitsandbytes) for the nn.Linear layers: 0.5 byte per weight, plus the
-  quantisation constants with double quantisation (an 8-bit absmax per block of 64, and an fp32
-  constant per 256 blocks): 1/64 + 4/16384 byte. Everything else (embeddings, lm_head, norms, and
-  the MoE experts, which transformers 5 stores as fused 3-D parameters that bitsandbytes does not
-  quantize) is upcast to fp32 (4 bytes) by peft's prepare_model_for_kbit_training. Without 4-bit:
-  every weight in the compute dtype (2 bytes).
+- weights: 4-bit NF4 (bitsandbytes) for the linear layers and, for MoE models, every expert
+  (the emitted script quantizes the experts itself; bitsandbytes' loader leaves transformers'
+  fused 3-D expert weights alone): 0.5 byte per weight, plus the quantisation constants with
+  double quantisation (an 8-bit absmax per block of 64, and an fp32 constant per 256 blocks):
+  1/64 + 4/16384 byte. Embeddings, lm_head, norms and routers stay in the compute dtype (2 bytes;
+  the script does not upcast frozen weights to fp32). Without 4-bit: every weight in 2 bytes.
 - LoRA: r x (in + out) weights per adapted module, fp32 weight + fp32 gradient + optimizer state
   (AdamW: 8 bytes; 8-bit AdamW: 2 bytes).
 - activations, for batch b and sequence s: with checkpointing, every layer keeps its input
@@ -21,6 +21,9 @@ Pure arithmetic on a table of shapes (config.json facts); no torch. The formula,
 ACTIVATION_FACTOR, LOSS_BYTES and the constant were fitted to five peaks measured on an H100
 (bench/calibrate_memory.py; docs in the closing note of the speed-and-memory issue): Qwen3-0.6B
 shapes in bf16 and 4-bit, with and without checkpointing, and 4 layers of Qwen3-Coder-30B-A3B.
+The 4-bit ones ran mhgen 0.1.0's scripts, which called peft's prepare_model_for_kbit_training
+(every frozen weight that is not 4-bit upcast to fp32, fused experts included): estimate(...,
+fp32_upcast=True) is that layout, kept so those measurements still check the other terms.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def _linears(shape: Shape) -> dict[str, tuple[int, int]]:
 
 
 def estimate(
-    values: dict, shape: Shape, batch: int | None = None, seq: int | None = None, nf4_experts=False
+    values: dict, shape: Shape, batch: int | None = None, seq: int | None = None, fp32_upcast=False
 ) -> dict:
     """Peak bytes by part, for the config's batch and max_seq_length (or the ones given)."""
     b = batch or values["per_device_train_batch_size"]
@@ -93,10 +96,10 @@ def estimate(
     linear_weights = layers * sum(i * o for i, o in linears.values())
     expert_weights = layers * shape.experts * 3 * h * shape.expert_intermediate
     other = shape.vocab * h * (1 if shape.tied else 2) + layers * (2 * h + shape.experts * h)
-    if values["load_in_4bit"] and nf4_experts:  # what 4-bit experts (the MoE issue) would give
-        weights = (linear_weights + expert_weights) * NF4_BYTES + other * 4
-    elif values["load_in_4bit"]:
+    if values["load_in_4bit"] and fp32_upcast:  # mhgen 0.1.0's layout (see the module docstring)
         weights = linear_weights * NF4_BYTES + (expert_weights + other) * 4
+    elif values["load_in_4bit"]:
+        weights = (linear_weights + expert_weights) * NF4_BYTES + other * 2
     else:
         weights = (linear_weights + expert_weights + other) * 2
 
@@ -154,13 +157,19 @@ def report(values: dict, gpu_memory_gb: float | None = None) -> str:
     lines += [f"  {name:18} {size / GIB:8.1f} GiB" for name, size in parts.items()]
     if shape.experts and values["load_in_4bit"]:
         experts = shape.layers * shape.experts * 3 * shape.hidden * shape.expert_intermediate
+        everything = experts + shape.layers * sum(i * o for i, o in _linears(shape).values())
+        everything += shape.vocab * shape.hidden * (1 if shape.tied else 2)
         lines.append(
-            f"  note: the {experts / 1e9:.1f}B expert weights are fused 3-D parameters that "
-            "bitsandbytes does not quantize; they sit in fp32 after "
-            "prepare_model_for_kbit_training "
-            f"({experts * 4 / GIB:.0f} GiB). With 4-bit experts the same run would need "
-            f"{estimate(values, shape, nf4_experts=True)['total'] / GIB:.1f} GiB."
+            f"  note: the {experts / 1e9:.1f}B expert weights are in NF4 "
+            f"({experts * NF4_BYTES / GIB:.1f} GiB; 16-bit they would take {experts * 2 / GIB:.0f} "
+            "GiB). Loading reads the 16-bit model into CPU memory first: about "
+            f"{everything * 2 / GIB:.0f} GiB of host RAM."
         )
+    smallest = next((size for size in GPU_SIZES_GB if parts["total"] <= size * 1e9), None)
+    lines.append(
+        f"  smallest GPU of {'/'.join(map(str, GPU_SIZES_GB))} GB that fits it: "
+        + (f"{smallest} GB" if smallest else "none")
+    )
     sizes = (gpu_memory_gb,) if gpu_memory_gb else GPU_SIZES_GB
     for size in sizes:
         fits = parts["total"] <= size * 1e9
