@@ -85,6 +85,16 @@ def _linears(shape: Shape) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _weight_counts(shape: Shape) -> tuple[int, int, int]:
+    """Weights of the linear layers, of the experts, and the rest (embeddings, lm_head, norms,
+    routers)."""
+    h, layers = shape.hidden, shape.layers
+    linear = layers * sum(i * o for i, o in _linears(shape).values())
+    experts = layers * shape.experts * 3 * h * shape.expert_intermediate
+    other = shape.vocab * h * (1 if shape.tied else 2) + layers * (2 * h + shape.experts * h)
+    return linear, experts, other
+
+
 def estimate(
     values: dict, shape: Shape, batch: int | None = None, seq: int | None = None, fp32_upcast=False
 ) -> dict:
@@ -93,9 +103,7 @@ def estimate(
     s = seq or values["max_seq_length"]
     h, layers = shape.hidden, shape.layers
     linears = _linears(shape)
-    linear_weights = layers * sum(i * o for i, o in linears.values())
-    expert_weights = layers * shape.experts * 3 * h * shape.expert_intermediate
-    other = shape.vocab * h * (1 if shape.tied else 2) + layers * (2 * h + shape.experts * h)
+    linear_weights, expert_weights, other = _weight_counts(shape)
     if values["load_in_4bit"] and fp32_upcast:  # mhgen 0.1.0's layout (see the module docstring)
         weights = linear_weights * NF4_BYTES + (expert_weights + other) * 4
     elif values["load_in_4bit"]:
@@ -156,9 +164,8 @@ def report(values: dict, gpu_memory_gb: float | None = None) -> str:
     lines = [f"{values['base_model']}: {mode}, batch {b} x {s} tokens, peak GPU memory estimate:"]
     lines += [f"  {name:18} {size / GIB:8.1f} GiB" for name, size in parts.items()]
     if shape.experts and values["load_in_4bit"]:
-        experts = shape.layers * shape.experts * 3 * shape.hidden * shape.expert_intermediate
-        everything = experts + shape.layers * sum(i * o for i, o in _linears(shape).values())
-        everything += shape.vocab * shape.hidden * (1 if shape.tied else 2)
+        linear, experts, other = _weight_counts(shape)
+        everything = linear + experts + other
         lines.append(
             f"  note: the {experts / 1e9:.1f}B expert weights are in NF4 "
             f"({experts * NF4_BYTES / GIB:.1f} GiB; 16-bit they would take {experts * 2 / GIB:.0f} "
