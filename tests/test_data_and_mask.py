@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from conftest import write_config
+from conftest import require, write_config
 from mhgen.pipeline import compile_config
 
-pytest.importorskip("transformers")
+require("transformers")
 
 FORMATS = {  # model name (drives auto-detection) -> tiny tokenizer format
     "Qwen/Qwen3-8B": "chatml",
@@ -107,6 +107,17 @@ def test_trained_spans_are_the_replies_and_their_end_tokens(tmp_path, model):
     assert [text for text, trained in segments if trained] == TRAINED_SPANS[model]
 
 
+@pytest.mark.parametrize("model", FORMATS)
+def test_without_assistant_only_loss_every_token_is_a_label(tmp_path, tokenizers, model):
+    script = emitted_module(tmp_path, model, assistant_only_loss=False)
+    messages = [dict(m) for m in CONVERSATION]
+    example = script["tokenize"](tokenizers[FORMATS[model]], messages)
+    assert example["labels"] == example["input_ids"] and len(example["labels"]) > 20
+    # the same conversation still renders the same text: only the mask changed
+    masked = emitted_module(tmp_path, model)["tokenize"](tokenizers[FORMATS[model]], messages)
+    assert masked["input_ids"] == example["input_ids"] and masked["labels"] != example["labels"]
+
+
 @pytest.mark.parametrize("model", [m for m, f in FORMATS.items() if f in BOS])
 def test_exactly_one_bos_where_the_template_writes_one(tmp_path, tokenizers, model):
     fmt = FORMATS[model]
@@ -175,7 +186,7 @@ def test_every_malformed_line_is_reported_before_anything_loads(tmp_path):
 
 
 def test_dry_run_shows_text_mask_and_lengths(tmp_path):
-    pytest.importorskip("tokenizers")
+    require("tokenizers")
     from mhgen import tiny
 
     model = tiny.build("qwen3", "chatml", tmp_path / "Qwen3-8B")

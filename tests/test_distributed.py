@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from conftest import write_config
+from conftest import require, write_config
 
-pytest.importorskip("trl")
+require("trl")
 ROWS = [
     {
         "messages": [

@@ -1,4 +1,11 @@
-"""emitted/ is exactly what the compiler makes of etc/, byte for byte, and stays so."""
+"""emitted/ is exactly what the compiler makes of etc/, byte for byte, and stays so.
+
+The golden files are the compiler's own output, committed: comparing with them catches an
+unintended change of the emitted bytes, never whether those bytes are right. Correctness is
+decided by independent oracles: the chat-format strings written from the models' official
+templates (test_chat_formats.py), the trained spans and token labels (test_data_and_mask.py), and
+the scripts trained for real (test_train_e2e.py, test_resume.py, test_moe_nf4.py).
+"""
 
 from __future__ import annotations
 

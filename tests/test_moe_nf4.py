@@ -16,12 +16,12 @@ import importlib.util
 
 import pytest
 
-from conftest import write_config
+from conftest import require, write_config
 from mhgen.pipeline import compile_config
 from mhgen.vram import NF4_BYTES
 from mhgen.write import write
 
-pytest.importorskip("bitsandbytes")
+require("bitsandbytes")
 
 # family, chat format, folder name (detection works from it), transposed (in x out) expert weights
 MOE = [

@@ -50,3 +50,21 @@ def test_test_extra_pins_exactly_the_versions_bundles_promise():
     ]["test"]
     pinned = dict(line.split("==") for line in extra if "==" in line)
     assert pinned == TESTED
+
+
+def test_a_missing_training_package_fails_the_run_instead_of_skipping(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    blocked = tmp_path / "trl"
+    blocked.mkdir()
+    (blocked / "__init__.py").write_text("raise ImportError('trl is blocked by this test')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CI": "true", "MHGEN_SKIP_TRAINING": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         str(REPO / "tests" / "test_train_e2e.py")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "trl cannot be imported (trl is blocked by this test)" in proc.stdout

@@ -1,24 +1,34 @@
-"""A run stopped by SIGTERM (a preempted cloud GPU) saves a checkpoint and exits; --resume then
-finishes it with the same data order, optimizer and RNG state: the final adapter equals an
-uninterrupted run's up to float noise."""
+"""Stopping and resuming. A run stopped by SIGTERM (a preempted cloud GPU) or Ctrl-C saves a
+checkpoint of its last finished optimizer step and exits; --resume then finishes it with the same
+data order, optimizer and RNG state: the final adapter equals an uninterrupted run's up to float
+noise. The output folder is never reused by accident: not without --resume or --overwrite, not on
+other data, not with another step count.
+
+Signals are sent from outside (a real SIGTERM at a random moment) and, to hit one exact boundary,
+from inside the process at a chosen trainer event (tests/inject_signal.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from conftest import require, write_config
 from mhgen.pipeline import compile_config
 from mhgen.write import write
 
-pytest.importorskip("trl")
+require("trl")
 STEPS = 120
+INJECT = Path(__file__).with_name("inject_signal.py")
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +51,30 @@ def setup(tmp_path_factory):
     return model, data
 
 
-def script_for(directory, model, data):
+def script_for(directory, model, data, **settings):
     config = {
         "base_model": str(model), "chat_template": "auto", "system_prompt": "", "dataset_path": str(data),
-        "output_dir": str(directory / "out"), "max_seq_length": 128, "lora_rank": 4, "lora_alpha": 8,
+        "output_dir": "out", "max_seq_length": 128, "lora_rank": 4, "lora_alpha": 8,
         "lora_dropout": 0.1, "learning_rate": 0.001, "per_device_train_batch_size": 2,
         "gradient_accumulation_steps": 2, "logging_steps": 10, "save_steps": 1000, "max_steps": STEPS,
-        "load_in_4bit": False, "dtype": "float32",
+        "load_in_4bit": False, "dtype": "float32", **settings,
     }  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
     compiled = compile_config(write_config(directory, config))
     path = directory / compiled.plan.script_name
     write(path, compiled.text)
     return path
+
+
+def run(script, *args, inject: str | None = None, timeout=300):
+    """The script, or the script with a signal injected at a trainer event (inject_signal.py)."""
+    command = [sys.executable, str(script), *args]
+    if inject:
+        command.insert(1, str(INJECT))
+    env = {**ENV, "INJECT_SIGNAL": inject} if inject else ENV
+    return subprocess.run(
+        command, cwd=script.parent, capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def adapter(out_dir):
@@ -61,28 +83,48 @@ def adapter(out_dir):
     return load_file(out_dir / "adapter_model.safetensors")
 
 
-def test_sigterm_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, setup):
+def assert_same_adapter(a_dir, b_dir):
     import torch
 
-    model, data = setup
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    a, b = adapter(a_dir), adapter(b_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    # and the adapter really moved away from its initialisation
+    assert any(t.abs().max() > 1e-3 for k, t in a.items() if "lora_B" in k)
 
+
+def steps_of(out_dir) -> list[int]:
+    return [int(p.name.split("-")[1]) for p in sorted(Path(out_dir).glob("checkpoint-*"))]
+
+
+def record(out_dir) -> dict:
+    return json.loads((Path(out_dir) / "mhgen_run.json").read_text())
+
+
+def trained_range(output: str) -> tuple[int, int]:
+    """The steps the process itself trained, as the script reports them on finishing."""
+    found = re.search(r"this run trained steps (\d+) to (\d+)\)", output)
+    assert found, output[-2000:]
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_sigterm_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, setup):
+    model, data = setup
     straight = script_for(tmp_path / "a", model, data)
-    done = subprocess.run(
-        [sys.executable, str(straight)], capture_output=True, text=True, env=env, timeout=600
-    )
+    done = run(straight, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert trained_range(done.stdout) == (1, STEPS)
 
     script = script_for(tmp_path / "b", model, data)
     out = tmp_path / "b" / "out"
     child = subprocess.Popen(
         [sys.executable, str(script)],
+        cwd=script.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env=ENV,
     )
     deadline = time.time() + 300
     while not (out / "mhgen_run.json").exists() and time.time() < deadline:
@@ -91,53 +133,174 @@ def test_sigterm_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, s
     child.send_signal(signal.SIGTERM)
     output, _ = child.communicate(timeout=300)
     assert child.returncode == 128 + signal.SIGTERM, output[-2000:]
-    assert "SIGTERM: saving a checkpoint after this step" in output
-    checkpoints = sorted(out.glob("checkpoint-*"))
-    assert len(checkpoints) == 1
-    stopped_at = int(checkpoints[0].name.split("-")[1])
+    (stopped_at,) = steps_of(out)
     assert 0 < stopped_at < STEPS
+    assert re.search(
+        rf"SIGTERM (during a step|at the end of step {stopped_at}): saving a checkpoint of step "
+        rf"{stopped_at} and stopping",
+        output,
+    ), output[-2000:]
     assert f"stopped at step {stopped_at}; continue with --resume" in output
-    assert json.loads((out / "mhgen_run.json").read_text())["finished"] is False
+    assert record(out)["finished"] is False
 
-    resumed = subprocess.run(
-        [sys.executable, str(script), "--resume"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    resumed = run(script, "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    record = json.loads((out / "mhgen_run.json").read_text())
-    assert record["finished"] is True and record["log_history"][-1]["step"] == STEPS
+    assert f"resuming from checkpoint-{stopped_at}\n" in resumed.stdout
+    # the resumed process trained only the steps after the checkpoint, not the run again
+    assert trained_range(resumed.stdout) == (stopped_at + 1, STEPS)
+    finished = record(out)
+    assert finished["finished"] is True and finished["log_history"][-1]["step"] == STEPS
+    assert_same_adapter(tmp_path / "a" / "out", out)
 
-    a, b = adapter(tmp_path / "a" / "out"), adapter(out)
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
-    # and the adapter really moved away from its initialisation
-    assert any(t.abs().max() > 1e-3 for k, t in a.items() if "lora_B" in k)
+
+GA = 4  # micro-batches per optimizer step in the exact-boundary tests
+SHORT = {"max_steps": 6, "gradient_accumulation_steps": GA, "logging_steps": 1, "save_steps": 1000}
+
+
+@pytest.fixture(scope="module")
+def straight_short(tmp_path_factory, setup):
+    """An uninterrupted run of the short config, to compare resumed ones with."""
+    model, data = setup
+    directory = tmp_path_factory.mktemp("straight")
+    done = run(script_for(directory, model, data, **SHORT))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return directory / "out"
+
+
+def test_a_signal_during_a_step_stops_at_the_next_micro_batch(tmp_path, setup, straight_short):
+    model, data = setup
+    script = script_for(tmp_path, model, data, **SHORT)
+    # on_substep_end follows micro-batches 1..3 of a step: the 8th is inside step 3
+    stopped = run(script, inject="on_substep_end:8:1")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert "SIGTERM during a step: saving a checkpoint of step 2 and stopping" in stopped.stdout
+    assert steps_of(tmp_path / "out") == [2]  # step 3 was not finished first
+    resumed = run(script, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert trained_range(resumed.stdout) == (3, 6)
+    # dropout is on: equal adapters need the random generators of the step boundary too
+    assert_same_adapter(straight_short, tmp_path / "out")
+
+
+def test_a_signal_during_evaluation_stops_it_and_saves_the_step_it_followed(tmp_path, setup):
+    model, data = setup
+    held_out = tmp_path / "eval.jsonl"
+    held_out.write_text(data.read_text() * 3)  # 48 rows: 6 evaluation batches of 8
+    evaluated = {**SHORT, "eval_dataset_path": str(held_out), "eval_steps": 2}
+    script = script_for(tmp_path, model, data, **evaluated)
+    # the first evaluation follows step 2; the signal lands after its second batch of six
+    stopped = run(script, inject="on_prediction_step:2:1")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert "SIGTERM during an evaluation: saving a checkpoint of step 2 and stopping" in (
+        stopped.stdout
+    )
+    assert steps_of(tmp_path / "out") == [2]  # no further optimizer step ran first
+    state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert not [e for e in state["log_history"] if "eval_loss" in e]  # the evaluation was cut
+    resumed = run(script, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert trained_range(resumed.stdout) == (3, 6)
+
+
+def test_signals_while_a_checkpoint_is_written_do_not_break_it(tmp_path, setup):
+    model, data = setup
+    script = script_for(tmp_path, model, data, **{**SHORT, "save_steps": 2})
+    # two signals (an impatient double Ctrl-C) in the middle of writing checkpoint-2
+    stopped = run(script, inject="save:1:2")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    assert (
+        "SIGTERM while a checkpoint was written: stopping (step 2 is the newest checkpoint)"
+        in stopped.stdout
+    )
+    assert steps_of(tmp_path / "out") == [2]
+    files = {p.name for p in (tmp_path / "out" / "checkpoint-2").iterdir()}
+    assert {"adapter_model.safetensors", "optimizer.pt", "trainer_state.json"} <= files
+    resumed = run(script, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert trained_range(resumed.stdout) == (3, 6)
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory, setup):
+    """A run stopped at step 2 with its checkpoint, to copy for the refusal tests."""
+    model, data = setup
+    directory = tmp_path_factory.mktemp("stopped")
+    script = script_for(directory, model, data, **SHORT)
+    proc = run(script, inject="on_step_end:2:1")
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    assert steps_of(directory / "out") == [2]
+    return directory
+
+
+@pytest.fixture
+def stopped(tmp_path, stopped_run, setup):
+    shutil.copytree(stopped_run / "out", tmp_path / "out")
+    return script_for(tmp_path, *setup, **SHORT), tmp_path / "out"
+
+
+def test_running_again_without_resume_or_overwrite_is_refused(stopped):
+    script, out = stopped
+    before = sorted(p.name for p in out.rglob("*"))
+    proc = run(script)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: out holds an unfinished run (newest: checkpoint-2); pass --resume to continue "
+        "it or --overwrite to start over"
+    )
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_overwrite_starts_over_and_clears_the_old_checkpoints(stopped):
+    script, out = stopped
+    proc = run(script, "--overwrite", "--max-steps", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert trained_range(proc.stdout) == (1, 1)
+    # only the new run's final checkpoint: a later --resume can never pick the old checkpoint-2
+    assert steps_of(out) == [1]
+    assert record(out)["inputs"]["max_steps"] == 1
+
+
+def test_resume_on_other_data_is_refused(stopped, tmp_path):
+    script, out = stopped
+    other = tmp_path / "other.jsonl"
+    rows = [json.loads(line) for line in Path(record(out)["inputs"]["data"]).read_text().splitlines()]
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))  # one row fewer
+    proc = run(script, "--resume", "--data", str(other))
+    assert proc.returncode == 1
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith(
+        "error: --resume needs the inputs the run started with, and data changed: "
+    )
+    assert message.endswith("; restore it, or pass --overwrite to start over")
+    assert steps_of(out) == [2]
+
+
+def test_resume_with_another_step_count_is_refused(stopped):
+    script, out = stopped
+    proc = run(script, "--resume", "--max-steps", "9")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --resume needs the inputs the run started with, and max_steps changed: 6 -> 9; "
+        "restore it, or pass --overwrite to start over"
+    )
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path, setup):
     model, data = setup
     script = script_for(tmp_path, model, data)
-    proc = subprocess.run(
-        [sys.executable, str(script), "--resume"], capture_output=True, text=True, timeout=300
-    )
+    proc = run(script, "--resume")
     assert proc.returncode == 1
-    assert (
-        proc.stderr.strip()
-        == f"error: {tmp_path / 'out'} holds no run to resume; run without --resume"
-    )
+    assert proc.stderr.strip() == "error: out holds no run to resume; run without --resume"
 
 
 def test_ctrl_c_through_mhgen_run_checkpoints_and_passes_the_exit_code_on(tmp_path, setup):
     model, data = setup
     script_for(tmp_path, model, data)  # writes config.json next to it
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     child = subprocess.Popen(
         [sys.executable, "-m", "mhgen", "run", "config.json", "-o", "."],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
         start_new_session=True,  # its own process group, like a terminal's foreground job
     )  # fmt: skip
     deadline = time.time() + 300
@@ -147,5 +310,25 @@ def test_ctrl_c_through_mhgen_run_checkpoints_and_passes_the_exit_code_on(tmp_pa
     os.killpg(child.pid, signal.SIGINT)  # Ctrl-C reaches mhgen and the script alike
     output, _ = child.communicate(timeout=300)
     assert child.returncode == 128 + signal.SIGINT, output[-2000:]
-    assert "SIGINT: saving a checkpoint after this step" in output
-    assert len(list((tmp_path / "out").glob("checkpoint-*"))) == 1
+    assert re.search(r"SIGINT (during a step|at the end of step \d+): saving a checkpoint", output)
+    assert len(steps_of(tmp_path / "out")) == 1
+
+
+def test_under_ddp_a_signal_on_one_process_stops_all_at_the_same_step(tmp_path, setup):
+    model, data = setup
+    script = script_for(
+        tmp_path, model, data, **SHORT, distributed_strategy="ddp", num_processes=2
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    # only rank 1 gets the signal, inside step 2; without agreeing on it, rank 0 would wait in
+    # the next gradient all-reduce until the process group's timeout
+    proc = subprocess.run(
+        [*command, str(INJECT), str(script)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={**ENV, "INJECT_SIGNAL": "on_substep_end:5:1:1"},
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert "SIGTERM during a step: saving a checkpoint of step 1 and stopping" in output
+    assert "stopped at step 1; continue with --resume" in output
+    assert steps_of(tmp_path / "out") == [1]
+    assert "trainer_state.json" in {p.name for p in (tmp_path / "out" / "checkpoint-1").iterdir()}

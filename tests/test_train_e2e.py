@@ -14,11 +14,11 @@ import sys
 
 import pytest
 
-from conftest import write_config
+from conftest import require, write_config
 from mhgen.pipeline import compile_config
 from mhgen.write import write
 
-pytest.importorskip("trl")
+require("trl")
 
 # family, chat format, tiny model folder name (detection works from it, as from a real name)
 FAMILIES = [
@@ -92,7 +92,10 @@ def train(tmp_path, model_dir, data, steps=8, extra_args=(), **settings):
 def losses(out_dir):
     record = json.loads((out_dir / "mhgen_run.json").read_text())
     assert record["finished"] is True
-    return [entry["loss"] for entry in record["log_history"] if "loss" in entry]
+    steps = [entry for entry in record["log_history"] if "loss" in entry]
+    # the routers stay frozen, so no load-balancing loss is trained (TRL logs it when it is)
+    assert not [entry for entry in steps if "aux_loss" in entry]
+    return [entry["loss"] for entry in steps]
 
 
 def adapter_changes_output(model_dir, out_dir):
@@ -137,6 +140,15 @@ def test_qlora_4bit_path(tmp_path, models, data, family):
         assert "NF4 weights: 8 linear layers and 16 expert weights" in proc.stdout
     assert adapter_keys_match_the_original_model(models[family], out)
     assert adapter_changes_output(models[family], out)
+    assert adapter_dtypes(out) == {"F32"}  # TRL's bfloat16 cast of 4-bit adapters is undone
+
+
+def adapter_dtypes(out_dir) -> set[str]:
+    """The dtypes of the saved adapter's tensors, as the file stores them (peft saves as trained)."""
+    header = (out_dir / "adapter_model.safetensors").read_bytes()
+    size = int.from_bytes(header[:8], "little")
+    entries = json.loads(header[8 : 8 + size])
+    return {v["dtype"] for k, v in entries.items() if k != "__metadata__"}
 
 
 def adapter_keys_match_the_original_model(model_dir, out_dir) -> bool:
@@ -155,6 +167,15 @@ def adapter_keys_match_the_original_model(model_dir, out_dir) -> bool:
         and all(k in slots and torch.equal(slots[k], v.float()) for k, v in saved.items())
         and len(slots) == len(saved)
     )
+
+
+def test_without_assistant_only_loss_every_token_is_trained(tmp_path, models, data):
+    proc, out = train(tmp_path, models["qwen3"], data, assistant_only_loss=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = losses(out)
+    assert len(curve) == 8 and min(curve[-3:]) < curve[0] - 0.05, curve
+    script = (tmp_path / "train_qwen3_8b.py").read_text()
+    assert "labels = list(input_ids)  # assistant_only_loss is false" in script
 
 
 def test_finished_run_is_not_overwritten(tmp_path, models, data):
