@@ -64,7 +64,16 @@ def test_shape(script):
             node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
         )
     }
-    assert top_imports <= {"argparse", "functools", "json", "os", "sys", "pathlib", "shutil", "signal"}
+    assert top_imports <= {
+        "argparse",
+        "functools",
+        "json",
+        "os",
+        "sys",
+        "pathlib",
+        "shutil",
+        "signal",
+    }
 
 
 @pytest.mark.parametrize("config", sorted(ETC.glob("training-*.json")), ids=lambda p: p.name)

@@ -265,7 +265,9 @@ def test_overwrite_starts_over_and_clears_the_old_checkpoints(stopped):
 def test_resume_on_other_data_is_refused(stopped, tmp_path):
     script, out = stopped
     other = tmp_path / "other.jsonl"
-    rows = [json.loads(line) for line in Path(record(out)["inputs"]["data"]).read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in Path(record(out)["inputs"]["data"]).read_text().splitlines()
+    ]
     other.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))  # one row fewer
     proc = run(script, "--resume", "--data", str(other))
     assert proc.returncode == 1
@@ -316,9 +318,7 @@ def test_ctrl_c_through_mhgen_run_checkpoints_and_passes_the_exit_code_on(tmp_pa
 
 def test_under_ddp_a_signal_on_one_process_stops_all_at_the_same_step(tmp_path, setup):
     model, data = setup
-    script = script_for(
-        tmp_path, model, data, **SHORT, distributed_strategy="ddp", num_processes=2
-    )
+    script = script_for(tmp_path, model, data, **SHORT, distributed_strategy="ddp", num_processes=2)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     # only rank 1 gets the signal, inside step 2; without agreeing on it, rank 0 would wait in
     # the next gradient all-reduce until the process group's timeout
