@@ -64,16 +64,8 @@ def test_shape(script):
             node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
         )
     }
-    assert top_imports <= {
-        "argparse",
-        "functools",
-        "json",
-        "os",
-        "sys",
-        "pathlib",
-        "shutil",
-        "signal",
-    }
+    allowed = {"argparse", "functools", "json", "os", "pathlib", "shutil", "signal", "sys"}
+    assert top_imports <= allowed
 
 
 @pytest.mark.parametrize("config", sorted(ETC.glob("training-*.json")), ids=lambda p: p.name)
