@@ -181,11 +181,55 @@ CASES = [
         ["{f}:1:1: $: invalid JSON: nested too deeply"],
     ),
     (
-        "no_slug.json",
+        "___.json",
         '{"base_model": "///", "chat_template": "auto", "system_prompt": ""}',
         [
             '{f}:1:2: $.base_model: "///" has no letters or digits in its last path component '
-            "to name the script after"
+            "to name the script after, and neither has the config's file name"
+        ],
+    ),
+    # one bad value does not hide the others: every problem of the file in one run
+    (
+        "duplicate_and_more.json",
+        doc(',\n  "lora_rank": 16,\n  "lora_rank": 32,\n  "dtype": "bf16",\n  "epochs": 3'),
+        [
+            "{f}:6:3: $.lora_rank: duplicate key (first at line 5:3)",
+            '{f}:7:3: $.dtype: "bf16" is not one of "bfloat16", "float16", "float32"',
+            '{f}:8:3: $.epochs: unknown key "epochs"; did you mean `num_train_epochs`?',
+        ],
+    ),
+    (
+        "nan_and_more.yaml",
+        YAML_HEAD + "learning_rate: .nan\nlora_rank: 0\n",
+        [
+            "{f}:4:1: $.learning_rate: nan is not a finite number",
+            "{f}:5:1: $.lora_rank: 0 is less than the minimum of 1",
+        ],
+    ),
+    (
+        "yaml_duplicate_and_more.yaml",
+        YAML_HEAD + "lora_rank: 8\nlora_rank: 0\nbogus: 1\n",
+        [
+            "{f}:5:1: $.lora_rank: duplicate key (first at line 4:1)",
+            '{f}:6:1: $.bogus: unknown key "bogus"; `mhgen schema` lists the fields',
+        ],
+    ),
+    # names other tools use for mhgen's fields get the field
+    (
+        "bf16_key.json",
+        doc(',\n  "bf16": true,\n  "lr": 0.0002'),
+        [
+            '{f}:5:3: $.bf16: unknown key "bf16"; did you mean `"dtype": "bfloat16"`?',
+            '{f}:6:3: $.lr: unknown key "lr"; did you mean `learning_rate`?',
+        ],
+    ),
+    (
+        "broken_model_folder.json",
+        '{"base_model": "broken-model", "chat_template": "auto", "system_prompt": ""}',
+        [
+            "{f}:1:2: $.base_model: broken-model/config.json: the model's config.json is not "
+            "valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+            "(char 1))"
         ],
     ),
     (
@@ -300,6 +344,8 @@ CASES = [
 @pytest.mark.parametrize(("name", "content", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_bad_config(tmp_path, monkeypatch, cli, name, content, expected):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken-model").mkdir()
+    (tmp_path / "broken-model" / "config.json").write_text("{not json")
     write_config(tmp_path, content, name)
     code, out, err = cli("compile", name, "-o", "out")
     assert code == 1

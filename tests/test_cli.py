@@ -28,15 +28,54 @@ def test_compile_many_and_yaml_to_another_folder(project, cli):
     (project / "etc" / "training.yaml").write_text(
         "base_model: Qwen/Qwen3-8B\nchat_template: auto\nsystem_prompt: ''\n"
     )
-    code, out, err = cli("compile", "etc/training-qwen3-8b.json", "etc/training.yaml", "-o", "o")
-    assert code == 2  # both are named train_qwen3_8b.py but differ: refused before writing
-    assert "both compile to train_qwen3_8b.py with different settings" in err
-    assert not (project / "o").exists()
-    code, out, _ = cli(
+    code, out, err = cli(
         "compile", "etc/training-qwen3-8b.json", "etc/training-qwen3-coder-30b.json", "-o", "o"
     )
-    assert code == 0
-    assert out.splitlines() == ["o/train_qwen3_8b.py", "o/train_qwen3_coder_30b_a3b_instruct.py"]
+    assert (code, err) == (0, "")
+    assert out.splitlines() == ["o/train_qwen3_8b.py", "o/train_qwen3_coder_30b.py"]
+
+
+def test_scripts_are_named_after_their_configs_not_their_models(project, cli):
+    """Two configs of one model get two scripts and two output folders."""
+    assert cli("new", "my-model", "--from", "qwen3-8b")[0] == 0
+    mine = project / "etc" / "training-my-model.json"
+    mine.write_text(mine.read_text().replace('"lora_rank": 16', '"lora_rank": 12'))
+    code, out, err = cli("compile", "etc/training-qwen3-8b.json", str(mine))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == ["emitted/train_qwen3_8b.py", "emitted/train_my_model.py"]
+    script = (project / "emitted" / "train_my_model.py").read_text()
+    assert 'OUTPUT_DIR = "outputs/my_model"  # derived' in script
+    header = " ".join(line[2:] for line in script.splitlines() if line.startswith("# "))
+    assert "from the config my_model (canonical sha256 " in header
+    assert "for the model Qwen/Qwen3-8B, whose family, qwen3, comes from its name." in header
+    assert cli("compile", *map(str, sorted((project / "etc").glob("training-*.json"))))[0] == 0
+    assert cli("check")[:2] == (0, "mhgen check: 4 scripts in emitted/ match etc/\n")
+
+
+def test_an_edited_active_config_gets_a_script_of_its_own(project, cli):
+    active = project / "etc" / "training.json"
+    assert cli("compile", str(active))[1] == "emitted/train_gpt_oss_20b.py\n"  # a copy: its name
+    active.write_text(active.read_text().replace('"lora_rank": 8', '"lora_rank": 12'))
+    code, out, err = cli("compile", "etc/training.json")
+    assert (code, out) == (0, "emitted/train_training.py\n")
+    assert err.startswith("mhgen: note: etc/training.json matches no training-*.json beside it")
+    assert cli("compile", *map(str, sorted((project / "etc").glob("training-*.json"))))[0] == 0
+    assert cli("check")[:2] == (0, "mhgen check: 4 scripts in emitted/ match etc/\n")
+    # discarding the edit takes its script along, so that check stays green
+    code, out, _ = cli("use", "qwen3-8b", "--force")
+    assert code == 0 and "removed emitted/train_training.py" in out
+    assert cli("check")[:2] == (0, "mhgen check: 3 scripts in emitted/ match etc/\n")
+
+
+def test_two_configs_with_one_name_and_different_settings_are_refused(project, cli):
+    (project / "other").mkdir()
+    shutil.copy(project / "etc" / "training-qwen3-8b.json", project / "other")
+    other = project / "other" / "training-qwen3-8b.json"
+    other.write_text(other.read_text().replace('"lora_rank": 16', '"lora_rank": 12'))
+    code, _, err = cli("compile", "etc/training-qwen3-8b.json", str(other), "-o", "o")
+    assert code == 2
+    assert "both compile to train_qwen3_8b.py with different settings" in err
+    assert not (project / "o").exists()
 
 
 def test_validate_exit_codes(project, cli):
@@ -96,11 +135,11 @@ def test_lora_on_4bit_experts_warns_and_lets_ddp_skip_unused_experts(project, cl
         "$.lora_target_modules: warning: LoRA on the 4-bit experts gives one adapter per expert"
         in err
     )
-    script = (project / "out" / "train_gpt_oss_20b.py").read_text()
+    script = (project / "out" / "train_w.py").read_text()
     assert "ddp_find_unused_parameters=True,  # an expert no token chose" in script
     write_config(project, config, "attention.json")  # the default: attention only
     assert cli("compile", "attention.json", "-o", "out2")[2] == ""
-    script = (project / "out2" / "train_gpt_oss_20b.py").read_text()
+    script = (project / "out2" / "train_attention.py").read_text()
     assert "ddp_find_unused_parameters=False," in script and "def quantize_to_nf4(" in script
 
 
@@ -131,7 +170,7 @@ def test_use_refuses_to_discard_an_unsaved_active_config(project, cli):
     active.write_text(active.read_text().replace('"lora_rank": 8', '"lora_rank": 9'))
     before = active.read_bytes()
     code, _, err = cli("use", "qwen3-8b")
-    assert code == 2 and "differs from every etc/training-*.json" in err
+    assert code == 1 and "differs from every etc/training-*.json" in err
     assert active.read_bytes() == before
     assert cli("use", "qwen3-8b", "--force")[0] == 0
 
@@ -147,7 +186,11 @@ def test_new_copies_a_config_and_never_overwrites(project, cli):
     assert (code, out) == (0, "etc/training-my-model.json\n")
     new = project / "etc" / "training-my-model.json"
     assert new.read_bytes() == (project / "etc" / "training-qwen3-8b.json").read_bytes()
-    assert cli("new", "my-model", "--from", "qwen3-8b")[0] == 2
+    code, _, err = cli("new", "my-model", "--from", "qwen3-8b")
+    assert (code, err) == (
+        1,
+        "mhgen: etc/training-my-model.json already exists; choose another name, or edit that file\n",
+    )
     assert cli("new", "../escape", "--from", "qwen3-8b")[0] == 2
     assert not (project / "escape.json").exists()
 
@@ -217,6 +260,7 @@ def test_explain_shows_the_detection(tmp_path, cli, model, family, fmt, template
     code, out, _ = cli("explain", str(config))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith(f"base_model: {model!r} ") and lines[0].endswith(f"family {family}")
+    assert lines[0].startswith(f"base_model: {model!r} ")
+    assert lines[0].endswith(f"family {family} (by its name)")
     assert lines[2] == f"chat format: {fmt} (auto-detected), rendered by {template}"
     assert "-- trained: " in out

@@ -134,8 +134,10 @@ def test_exactly_one_bos_where_the_template_writes_one(tmp_path, tokenizers, mod
 
 
 def run_script(tmp_path, rows, *args, **settings):
+    """The script of a Qwen3 config run on ``rows`` (None: train.jsonl is already written)."""
     data = tmp_path / "train.jsonl"
-    data.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in rows))
+    if rows is not None:
+        data.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in rows))
     config = {
         "base_model": "Qwen/Qwen3-8B",
         "chat_template": "auto",
@@ -180,9 +182,62 @@ def test_every_malformed_line_is_reported_before_anything_loads(tmp_path):
         f"{data}:5: message 0: role 'assistant', expected 'user' (after an optional system message, user and assistant alternate)",
         f"{data}:6: keys text: expected messages, prompt + completion, or instruction + output",
         f"{data}:7: expected a JSON object, found list",
-        f"{data}:9: message 0: expected an object with a string 'content'",
+        f"{data}:9: message 0: expected a string 'content'",
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_data_problems_name_the_right_line_message_and_column(tmp_path):
+    user, reply = {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}
+    unclosed = (
+        '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}'
+    )
+    rows = [
+        {"messages": [user, dict(user), reply]},  # two equal user messages: the second is wrong
+        {"messages": [{"content": "a"}, reply]},
+        unclosed + "\n",
+        {"prompt": "p"},
+        b'{"prompt": "caf\xe9", "completion": "c"}\n',
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(
+        b"".join(
+            r
+            if isinstance(r, bytes)
+            else (r if isinstance(r, str) else json.dumps(r) + "\n").encode()
+            for r in rows
+        )
+    )
+    proc = run_script(tmp_path, None, "--dry-run")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"{data}:1: message 1: role 'user', expected 'assistant' (after an optional system message, user and assistant alternate)",
+        f"{data}:2: message 0: no 'role' (system, user or assistant)",
+        f"{data}:3: invalid JSON: Expecting ',' delimiter (column {len(unclosed) + 1})",
+        f"{data}:4: keys prompt: expected messages, prompt + completion, or instruction + output",
+        f"{data}:5: not UTF-8 text (byte 0xe9 at column 16); save the file as UTF-8",
+    ]
+
+
+def test_a_utf8_bom_and_null_reasoning_are_accepted(tmp_path):
+    with_null = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b", "reasoning_content": None},
+        ]
+    }
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(
+        b"\xef\xbb\xbf" + (json.dumps(ROW) + "\n" + json.dumps(with_null) + "\n").encode()
+    )
+    proc = run_script(
+        tmp_path,
+        None,
+        "--dry-run",
+        base_model=str(tokenizer_with_template(tmp_path / "Qwen3-Coder-30B-A3B-Instruct")),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 examples: 0 longer than MAX_SEQ_LENGTH" in proc.stdout
 
 
 def test_dry_run_shows_text_mask_and_lengths(tmp_path):
@@ -246,6 +301,8 @@ def test_runtime_check_stops_at_the_first_differing_character(tmp_path):
     model = tokenizer_with_template(tmp_path / "Qwen3-8B")
     proc = run_script(tmp_path, [ROW], "--dry-run", base_model=str(model))
     assert proc.returncode == 1
+    # the dry run shows the example before it stops at the difference
+    assert proc.stdout.startswith("--- first example, as the model sees it:\n<|im_start|>system")
     prefix = "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert proc.stderr.splitlines() == [
         f"error: example 1: the training text differs from the tokenizer's chat template at character {len(prefix)}:",

@@ -104,9 +104,9 @@ def test_bundle_runs_from_a_clean_folder_without_mhgen(tmp_path, model_and_data)
         "max_seq_length": 64,
         "output_dir": "adapter",
     }
-    write_config(tmp_path, config, "training.json")
+    write_config(tmp_path, config, "training-qwen3-8b.json")
     proc = subprocess.run(
-        [sys.executable, "-m", "mhgen", "bundle", "training.json", "-o", "box"],
+        [sys.executable, "-m", "mhgen", "bundle", "training-qwen3-8b.json", "-o", "box"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -117,7 +117,7 @@ def test_bundle_runs_from_a_clean_folder_without_mhgen(tmp_path, model_and_data)
         "README.md",
         "requirements.txt",
         "train_qwen3_8b.py",
-        "training.json",
+        "training-qwen3-8b.json",
     ]
     from mhgen.pins import TESTED
 

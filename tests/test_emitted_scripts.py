@@ -180,12 +180,12 @@ def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
 def test_distribution_changes_only_what_it_must(tmp_path, strategy):
     from conftest import MINIMAL, write_config
 
-    plain = compile_config(write_config(tmp_path, MINIMAL, "a.json")).text
-    text = compile_config(
-        write_config(
-            tmp_path, {**MINIMAL, "distributed_strategy": strategy, "num_processes": 2}, "b.json"
-        )
-    ).text
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    name = "training-qwen3-8b.json"
+    plain = compile_config(write_config(tmp_path / "a", MINIMAL, name)).text
+    settings = {**MINIMAL, "distributed_strategy": strategy, "num_processes": 2}
+    text = compile_config(write_config(tmp_path / "b", settings, name)).text
     assert "torchrun --nproc-per-node 2" in text
     sharded = strategy != "ddp"
     assert ('device_map={"": int(os.environ.get("LOCAL_RANK", "0"))}' in text) is not sharded

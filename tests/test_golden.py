@@ -26,7 +26,7 @@ def test_every_named_config_has_its_script():
     assert names == {
         "train_gpt_oss_20b.py",
         "train_qwen3_8b.py",
-        "train_qwen3_coder_30b_a3b_instruct.py",
+        "train_qwen3_coder_30b.py",
     }
 
 
@@ -63,7 +63,7 @@ def test_check_fails_with_a_diff_when_a_config_changes(copy_of_repo):
     assert "emitted/train_qwen3_8b.py: stale (compile etc/training-qwen3-8b.json)" in proc.stdout
     assert "-LORA_RANK = 16\n+LORA_RANK = 12\n" in proc.stdout
     assert proc.stdout.endswith(
-        "mhgen check: 1 file(s) out of date; run: mhgen compile etc/training-*\n"
+        "mhgen check: 1 file(s) out of date; to fix: mhgen compile etc/training-qwen3-8b.json\n"
     )
 
 
@@ -74,7 +74,10 @@ def test_check_reports_missing_and_orphaned_scripts(copy_of_repo):
     assert proc.returncode == 1
     assert "emitted/train_qwen3_8b.py: missing" in proc.stdout
     assert "emitted/train_old_model.py: no config in etc/ compiles to it" in proc.stdout
-    assert "2 file(s) out of date" in proc.stdout
+    assert proc.stdout.endswith(
+        "mhgen check: 2 file(s) out of date; to fix: mhgen compile etc/training-qwen3-8b.json; "
+        "rm emitted/train_old_model.py\n"
+    )
 
 
 def test_compile_leaves_an_unchanged_file_untouched(copy_of_repo):

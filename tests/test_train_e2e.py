@@ -174,8 +174,8 @@ def test_without_assistant_only_loss_every_token_is_trained(tmp_path, models, da
     assert proc.returncode == 0, proc.stderr[-3000:]
     curve = losses(out)
     assert len(curve) == 8 and min(curve[-3:]) < curve[0] - 0.05, curve
-    script = (tmp_path / "train_qwen3_8b.py").read_text()
-    assert "labels = list(input_ids)  # assistant_only_loss is false" in script
+    (script,) = tmp_path.glob("train_*.py")
+    assert "labels = list(input_ids)  # assistant_only_loss is false" in script.read_text()
 
 
 def test_finished_run_is_not_overwritten(tmp_path, models, data):
@@ -198,3 +198,21 @@ def test_float16_without_cuda_names_the_key(tmp_path, models, data):
     assert proc.stderr.strip().splitlines()[-1] == (
         'error: float16 training needs a CUDA GPU; set "dtype": "float32" in the config'
     )
+
+
+def test_smoke_trains_a_shipped_config_on_a_tiny_model_and_cleans_up(tmp_path):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from conftest import ETC, run_cli
+
+    shutil.copytree(ETC, tmp_path / "etc")
+    before = set(Path(tempfile.gettempdir()).glob("mhgen-smoke-*"))
+    proc = run_cli("smoke", "etc/training-qwen3-8b.json", "--steps", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "smoke: tiny qwen3 model (chatml), data: a built-in sample" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("smoke: ok: 2 steps, loss ")
+    assert last.endswith("; its files, adapter included, are deleted (--keep DIR keeps them)")
+    assert set(Path(tempfile.gettempdir()).glob("mhgen-smoke-*")) == before

@@ -15,8 +15,8 @@ from mhgen.write import seal, state_of, write
 
 @pytest.fixture
 def compiled(tmp_path):
-    write_config(tmp_path, MINIMAL, "c.json")
-    proc = run_cli("compile", "c.json", "-o", "out", cwd=tmp_path)
+    write_config(tmp_path, MINIMAL, "training-qwen3-8b.json")
+    proc = run_cli("compile", "training-qwen3-8b.json", "-o", "out", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     return tmp_path / "out" / "train_qwen3_8b.py"
 
@@ -24,21 +24,21 @@ def compiled(tmp_path):
 def test_a_hand_edited_script_is_refused_then_forced(tmp_path, compiled):
     edited = compiled.read_text().replace("LORA_RANK = 16", "LORA_RANK = 64  # my tweak")
     compiled.write_text(edited)
-    proc = run_cli("compile", "c.json", "-o", "out", cwd=tmp_path)
+    proc = run_cli("compile", "training-qwen3-8b.json", "-o", "out", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr == (
         "mhgen: out/train_qwen3_8b.py: refusing to overwrite: it was edited by hand since mhgen "
         "wrote it. Move your changes into the config, or pass --force to replace it.\n"
     )
     assert compiled.read_text() == edited  # nothing lost
-    proc = run_cli("compile", "c.json", "-o", "out", "--force", cwd=tmp_path)
+    proc = run_cli("compile", "training-qwen3-8b.json", "-o", "out", "--force", cwd=tmp_path)
     assert proc.returncode == 0 and "LORA_RANK = 16  # default\n" in compiled.read_text()
     assert state_of(compiled.read_text()) == "sealed"
 
 
 def test_a_file_mhgen_did_not_write_is_refused(tmp_path, compiled):
     compiled.write_text("print('my own script')\n")
-    proc = run_cli("compile", "c.json", "-o", "out", cwd=tmp_path)
+    proc = run_cli("compile", "training-qwen3-8b.json", "-o", "out", cwd=tmp_path)
     assert proc.returncode == 1 and "it was not written by mhgen" in proc.stderr
     assert compiled.read_text() == "print('my own script')\n"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .diagnostics import WriteError
+from .load import ACTIVE
 from .pins import TESTED
 from .pipeline import Compiled
 from .write import write
@@ -52,7 +53,10 @@ def bundle(compiled: Compiled, out: Path, force: bool = False) -> list[Path]:
         if processes > 1
         else ""
     )
-    config_name = Path(compiled.source.file).name
+    # under its own name, so that compiling it there gives this same script
+    source = Path(compiled.source.file)
+    name = compiled.source.name
+    config_name = source.name if name in ("", ACTIVE) else f"{ACTIVE}-{name}{source.suffix}"
     files = {
         plan.script_name: compiled.text,
         config_name: Path(compiled.source.file).read_text(encoding="utf-8"),

@@ -7,16 +7,17 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
+import os
 import shutil
 import sys
 from pathlib import Path
 
 from . import __version__
-from .diagnostics import ConfigError, MhgenError, UsageError
+from .diagnostics import ConfigError, MhgenError, UsageError, WriteError
+from .load import ACTIVE, CONFIG_SUFFIXES, config_name
 from .pipeline import Compiled, check_config, compile_config
-from .write import write
-
-CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+from .write import state_of, write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (mhgen diff ... | head): nothing is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the final flush finds somewhere to write
+        return 0
     except ConfigError as exc:
         _print_diagnostics(exc.diagnostics)
         return exc.exit_code
@@ -88,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="estimated peak GPU memory, and which GPUs the run fits")
     p.add_argument("config", metavar="CONFIG")
-    p.add_argument("--gpu-memory", type=float, metavar="GB", help="judge this size only")
+    p.add_argument("--gpu-memory", type=_gigabytes, metavar="GB", help="judge this size only")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("formats", help="each chat format with a rendered example")
@@ -105,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("use", help="make etc/training-NAME.json the active etc/training.json")
     p.add_argument("name", help="for example qwen3-8b")
     p.add_argument("--etc", default="etc")
+    p.add_argument("--emitted", default="emitted", help="where a discarded config's script is")
     p.add_argument("--force", action="store_true", help="replace an unsaved etc/training.json")
     p.set_defaults(func=cmd_use)
 
@@ -127,6 +133,13 @@ def cmd_compile(args) -> int:
     paths = []
     for c in compiled:
         path = out / c.plan.script_name
+        if c.source.name == ACTIVE:
+            print(
+                f"mhgen: note: {c.source.file} matches no {ACTIVE}-*.json beside it, so it is "
+                f"compiled as the config {ACTIVE!r}; to keep it under a name of its own: "
+                f"mhgen new NAME --from {c.source.file}",
+                file=sys.stderr,
+            )
         status = write(path, c.text, force=args.force)
         print(path)
         if status != "create":
@@ -176,17 +189,28 @@ def cmd_validate(args) -> int:
 
 def cmd_check(args) -> int:
     etc, emitted = Path(args.etc), Path(args.emitted)
-    configs = sorted(p for p in etc.glob("training-*") if p.suffix in CONFIG_SUFFIXES)
+    configs = _checked_configs(etc)
     if not configs:
         raise UsageError(f"{etc}: no training-*.json configs to check")
     expected = {emitted / c.plan.script_name: c for c in _compile_all(configs, quiet=True)}
-    stale = 0
+    fixes = []
     for path, c in expected.items():
         actual = path.read_text(encoding="utf-8") if path.is_file() else ""
-        if actual != c.text:
-            stale += 1
-            what = "missing" if not path.is_file() else "stale"
-            print(f"{path}: {what} (compile {c.source.file})")
+        if actual == c.text:
+            continue
+        if not path.is_file():
+            print(f"{path}: missing (compile {c.source.file})")
+            fixes.append(f"mhgen compile {c.source.file}")
+        elif state_of(actual) != "sealed":
+            print(
+                f"{path}: edited by hand, and stale: move the edit into {c.source.file}, then "
+                "compile it with --force"
+            )
+            fixes.append(f"mhgen compile --force {c.source.file}")
+        else:
+            print(f"{path}: stale (compile {c.source.file})")
+            fixes.append(f"mhgen compile {c.source.file}")
+        if path.is_file():
             diff = difflib.unified_diff(
                 actual.splitlines(keepends=True),
                 c.text.splitlines(keepends=True),
@@ -197,13 +221,38 @@ def cmd_check(args) -> int:
             sys.stdout.writelines(list(diff)[:60])
     for path in sorted(emitted.glob("train_*.py")):
         if path not in expected:
-            stale += 1
             print(f"{path}: no config in {etc}/ compiles to it; delete it or restore its config")
-    if stale:
-        print(f"mhgen check: {stale} file(s) out of date; run: mhgen compile {etc}/training-*")
+            fixes.append(f"rm {path}")
+    if fixes:
+        print(f"mhgen check: {len(fixes)} file(s) out of date; to fix: " + "; ".join(fixes))
         return 1
     print(f"mhgen check: {len(expected)} scripts in {emitted}/ match {etc}/")
     return 0
+
+
+def _checked_configs(etc: Path) -> list[Path]:
+    """The named configs, and the active one when it is not a copy of one of them."""
+    configs = sorted(p for p in etc.glob(ACTIVE + "-*") if p.suffix in CONFIG_SUFFIXES)
+    for active in _active_configs(etc):
+        with_data = _data_or_none(active)
+        if with_data is not None and config_name(active, with_data) == ACTIVE:
+            configs.append(active)  # an edited copy: its script is train_training.py
+    return configs
+
+
+def _active_configs(etc: Path) -> list[Path]:
+    return [
+        etc / (ACTIVE + suffix) for suffix in CONFIG_SUFFIXES if (etc / (ACTIVE + suffix)).is_file()
+    ]
+
+
+def _data_or_none(path: Path):
+    from .load import load_file
+
+    try:
+        return load_file(path).data
+    except ConfigError:
+        return {}  # invalid: compiling it reports why
 
 
 def cmd_diff(args) -> int:
@@ -232,7 +281,9 @@ def cmd_plan(args) -> int:
     from .vram import report
 
     (compiled,) = _compile_all([args.config], quiet=True)
-    sys.stdout.write(report(dict(compiled.plan.values), args.gpu_memory))
+    model = compiled.source.model
+    config = model.config if model is not None else None
+    sys.stdout.write(report(dict(compiled.plan.values), args.gpu_memory, config))
     return 0
 
 
@@ -266,30 +317,53 @@ def cmd_schema(args) -> int:
 def cmd_use(args) -> int:
     etc = Path(args.etc)
     source = _named_config(etc, args.name)
-    active = etc / ("training" + source.suffix)
-    if active.exists() and not args.force:
+    check_config(source)
+    discarded = []  # the active config's scripts that no config compiles to once it is replaced
+    for active in _active_configs(etc):
         current = active.read_bytes()
-        saved = [p for p in etc.glob("training-*") if p.is_file() and p.read_bytes() == current]
-        if not saved:
-            raise UsageError(
+        saved = [p for p in etc.glob(ACTIVE + "-*") if p.is_file() and p.read_bytes() == current]
+        if saved or active.read_bytes() == source.read_bytes():
+            continue
+        name = config_name(active, _data_or_none(active))
+        if name != ACTIVE:
+            continue  # the same settings as a saved config, written differently: nothing is lost
+        if not args.force:
+            raise WriteError(
                 f"{active} differs from every {etc}/training-*.json; save it first "
                 f"(mhgen new NAME --from {active}) or pass --force to discard it"
             )
-    check_config(source)
-    shutil.copyfile(source, active)
-    print(f"{active} is now {source.name}; next: mhgen compile {active}")
+        script = Path(args.emitted) / f"train_{ACTIVE}.py"
+        if script.is_file() and state_of(script.read_text(encoding="utf-8")) == "sealed":
+            discarded.append(script)
+    target = etc / (ACTIVE + source.suffix)
+    for active in _active_configs(etc):
+        if active != target:
+            active.unlink()  # one active config, whatever its format
+    shutil.copyfile(source, target)
+    for script in discarded:
+        script.unlink()
+        print(f"removed {script}, the script of the discarded {ACTIVE} config")
+    print(f"{target} is now {source.name}; next: mhgen compile {target}")
     return 0
 
 
 def cmd_new(args) -> int:
     etc = Path(args.etc)
-    base = Path(args.base) if Path(args.base).is_file() else _named_config(etc, args.base)
+    looks_like_a_path = (
+        "/" in args.base or os.sep in args.base or args.base.endswith(CONFIG_SUFFIXES)
+    )
+    if Path(args.base).is_file():
+        base = Path(args.base)
+    elif looks_like_a_path:
+        raise UsageError(f"{args.base}: no such config file")
+    else:
+        base = _named_config(etc, args.base)
     name = args.name.removeprefix("training-")
     if not name or not all(ch.isalnum() or ch in "-_." for ch in name) or name.startswith("."):
         raise UsageError(f"{args.name!r}: use letters, digits, '-', '_' and '.' only")
     target = etc / f"training-{name}{base.suffix}"
     if target.exists():
-        raise UsageError(f"{target} already exists")
+        raise WriteError(f"{target} already exists; choose another name, or edit that file")
     check_config(base)
     shutil.copyfile(base, target)
     print(target)
@@ -302,6 +376,17 @@ def cmd_new(args) -> int:
 
 
 # --- helpers
+
+
+def _gigabytes(text: str) -> float:
+    """A GPU's memory in GB for --gpu-memory: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a GPU's memory is a number of GB above 0")
+    return value
 
 
 def _existing(paths) -> list[Path]:

@@ -51,12 +51,20 @@ def formats_text() -> str:
 
 def explain_text(compiled: Compiled) -> str:
     plan, values = compiled.plan, compiled.plan.values
-    family = plan.family
-    matched = (
-        f"matches /{family.pattern}/ -> family {family.name}"
-        if family is not families.UNKNOWN
-        else "matches no family pattern -> family unknown"
-    )
+    identity = plan.identity
+    family = identity.family
+    if identity.by == "config.json":
+        matched = (
+            f"is family {family.name}: its config.json in {identity.where} says model_type "
+            f"{identity.model_type!r}"
+            + (" and its chat template tells which" if identity.chat_template_sha256 else "")
+        )
+        if identity.name_says is not None:
+            matched += f" (its name alone would suggest {identity.name_says.name})"
+    elif family is not families.UNKNOWN:
+        matched = f"matches /{family.pattern}/ -> family {family.name} (by its name)"
+    else:
+        matched = "matches no family pattern -> family unknown (by its name)"
     how = "auto-detected" if plan.origins["chat_template"] == "auto" else "set in the config"
     lines = [
         f"base_model: {values['base_model']!r} {matched}",

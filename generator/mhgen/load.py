@@ -9,10 +9,11 @@ same JSON would.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +26,7 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
+from . import model_files
 from .diagnostics import ConfigError, Diagnostic, Path_
 
 MAX_BYTES = 1 << 20  # a config is a page of settings; anything near this size is a wrong file
@@ -39,6 +41,15 @@ class Source:
     file: str
     data: Any
     positions: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    # The config's name, which names its script and output folder ("" for a config that is not
+    # a file: the model's name stands in then); see config_name().
+    name: str = ""
+    # Problems found while loading that still leave data to check (duplicate keys, numbers that
+    # are not finite, text that is not Unicode): validate() reports them with everything else.
+    problems: tuple[Diagnostic, ...] = ()
+    # What the model's own files say (model_files.py), or why they could not be read.
+    model: model_files.ModelFiles | None = None
+    model_problem: str = ""
 
     def where(self, path: Path_) -> tuple[int, int]:
         """line, col of the deepest key of ``path`` that exists (1, 1 for the whole document)."""
@@ -66,7 +77,54 @@ def load_file(path: str | Path) -> Source:
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError([Diagnostic(name, 1, 1, (), f"cannot read: {exc.strerror}")]) from None
-    return load_bytes(raw, name, yaml_syntax=p.suffix.lower() in YAML_SUFFIXES)
+    source = load_bytes(raw, name, yaml_syntax=p.suffix.lower() in YAML_SUFFIXES)
+    return with_model_files(replace(source, name=config_name(p, source.data)))
+
+
+def with_model_files(source: Source) -> Source:
+    """The source with what its model's config.json and chat template say, when they are here."""
+    base_model = source.data.get("base_model") if isinstance(source.data, dict) else None
+    if not isinstance(base_model, str) or not base_model.strip():
+        return source
+    try:
+        return replace(source, model=model_files.find(base_model))
+    except model_files.ModelFilesError as exc:
+        return replace(source, model_problem=str(exc))
+
+
+CONFIG_SUFFIXES = (".json", *YAML_SUFFIXES)
+ACTIVE = "training"  # etc/training.json: the active config, a copy of a named one
+
+
+def config_name(path: Path, data: Any) -> str:
+    """The name of a config: ``training-NAME.json`` is NAME; the active ``training.json`` has the
+    name of the ``training-NAME`` beside it whose content it copies (``training`` when it matches
+    none); any other file is named by its stem."""
+    stem = path.stem
+    if stem.startswith(ACTIVE + "-") and len(stem) > len(ACTIVE) + 1:
+        return stem[len(ACTIVE) + 1 :]
+    if stem != ACTIVE or not isinstance(data, dict):
+        return stem
+    digest = canonical_sha256(data)
+    for sibling in sorted(path.parent.glob(ACTIVE + "-*")):
+        if sibling.suffix.lower() not in CONFIG_SUFFIXES or not sibling.is_file():
+            continue
+        try:
+            raw = sibling.read_bytes()
+            other = load_bytes(raw, str(sibling), sibling.suffix.lower() in YAML_SUFFIXES).data
+        except (OSError, ConfigError):
+            continue
+        if isinstance(other, dict) and canonical_sha256(other) == digest:
+            return sibling.stem[len(ACTIVE) + 1 :]
+    return stem
+
+
+def canonical_sha256(data: dict[str, Any]) -> str:
+    """Hash of the config's content. The order of the top-level keys, the layout, JSON vs YAML
+    and $schema do not count; the order inside a value does (a notes object is shown in order)."""
+    content = {k: data[k] for k in sorted(data) if k != "$schema"}
+    text = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_bytes(raw: bytes, name: str, yaml_syntax: bool = False) -> Source:
@@ -123,9 +181,8 @@ def _load_json(text: str, name: str) -> Source:
         raise ConfigError([Diagnostic(name, 1, 1, (), "invalid JSON: nested too deeply")]) from None
     walker = _JsonWalker(text, name)
     data = walker.value(_WS.match(text, 0).end(), ())[0]
-    if walker.problems:
-        raise ConfigError(walker.problems)
-    return _checked(Source(name, data, MappingProxyType(walker.positions)))
+    source = Source(name, data, MappingProxyType(walker.positions), problems=tuple(walker.problems))
+    return _checked(source)
 
 
 class _JsonWalker:
@@ -165,6 +222,7 @@ class _JsonWalker:
         number = int(m.group()) if not (m.group(2) or m.group(3)) else float(m.group())
         if isinstance(number, float) and not math.isfinite(number):
             self.problem(idx, path, f"{m.group()} is too large to be a finite number")
+            return None, m.end()
         return number, m.end()
 
     def obj(self, idx: int, path: Path_) -> tuple[dict, int]:
@@ -262,10 +320,11 @@ def _load_yaml(text: str, name: str) -> Source:
     try:
         node = loader.get_single_node()
         problems: list[Diagnostic] = []
+        duplicates: list[Diagnostic] = []  # the later value wins; the rest is still checked
         positions: dict[Path_, tuple[int, int]] = {}
-        _walk_yaml(node, (), positions, problems, name, set())
+        _walk_yaml(node, (), positions, problems, duplicates, name, set())
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(problems + duplicates)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -278,12 +337,12 @@ def _load_yaml(text: str, name: str) -> Source:
         raise ConfigError([Diagnostic(name, 1, 1, (), f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
-    return _checked(Source(name, data, MappingProxyType(positions)))
+    return _checked(Source(name, data, MappingProxyType(positions), problems=tuple(duplicates)))
 
 
-def _walk_yaml(node, path: Path_, positions, problems, name, seen_nodes: set) -> None:
-    def problem(n, p, msg):
-        problems.append(Diagnostic(name, n.start_mark.line + 1, n.start_mark.column + 1, p, msg))
+def _walk_yaml(node, path: Path_, positions, problems, duplicates, name, seen_nodes: set) -> None:
+    def problem(n, p, msg, into=problems):
+        into.append(Diagnostic(name, n.start_mark.line + 1, n.start_mark.column + 1, p, msg))
 
     if node is None:
         return
@@ -312,23 +371,35 @@ def _walk_yaml(node, path: Path_, positions, problems, name, seen_nodes: set) ->
             if key in seen:
                 first = seen[key].start_mark
                 where = f"line {first.line + 1}:{first.column + 1}"
-                problem(key_node, sub, f"duplicate key (first at {where})")
+                problem(key_node, sub, f"duplicate key (first at {where})", duplicates)
                 continue
             seen[key] = key_node
             positions[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _walk_yaml(value_node, sub, positions, problems, name, seen_nodes)
+            _walk_yaml(value_node, sub, positions, problems, duplicates, name, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             positions[(*path, i)] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            _walk_yaml(item, (*path, i), positions, problems, name, seen_nodes)
+            _walk_yaml(item, (*path, i), positions, problems, duplicates, name, seen_nodes)
 
 
 def _checked(source: Source) -> Source:
-    """Reject values no config can mean: non-finite numbers, and text that is not Unicode."""
-    problems = [source.diagnostic(path, message) for path, message in _bad_values(source.data, ())]
-    if problems:
-        raise ConfigError(problems)
-    return source
+    """Flag values no config can mean: non-finite numbers (left as null, so that nothing else is
+    said of them), and text that is not Unicode."""
+    bad = list(_bad_values(source.data, ()))
+    if not bad:
+        return source
+    data = source.data
+    for path, _ in bad:
+        if path and isinstance(_at(data, path), float):
+            _at(data, path[:-1])[path[-1]] = None
+    problems = tuple(source.diagnostic(path, message) for path, message in bad)
+    return replace(source, data=data, problems=source.problems + problems)
+
+
+def _at(data: Any, path: Path_) -> Any:
+    for part in path:
+        data = data[part]
+    return data
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

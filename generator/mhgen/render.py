@@ -137,6 +137,13 @@ def docwrap(text: str, indent: int = 4, width: int = 96, first: int = 0) -> str:
     return " " * first + body if body else ""
 
 
+def comment(text: str, width: int = 100) -> str:
+    """``text`` as ``#`` comment lines no wider than ``width``, escaped as by ``docstring`` so that
+    no character of it can end the comment or hide in it."""
+    body = docwrap(text, indent=0, width=width - 2)
+    return "\n".join("# " + line if line else "#" for line in body.split("\n"))
+
+
 @cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -150,6 +157,7 @@ def environment() -> jinja2.Environment:
     env.filters["py"] = py
     env.filters["docstring"] = docstring
     env.filters["docwrap"] = docwrap
+    env.filters["comment"] = comment
     env.filters["toml"] = toml_string
     return env
 

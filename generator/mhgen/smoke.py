@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from . import families
+from .diagnostics import MhgenError
 from .pipeline import check_config, compile_config
 from .resolve import resolve
 from .run import run_script
@@ -30,13 +31,36 @@ SAMPLE = [
 ]
 
 
+# What the emitted script and the tiny model need (the train extra); bitsandbytes under 4-bit.
+NEEDED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
+
+
+def missing_packages(four_bit: bool) -> list[str]:
+    import importlib
+
+    missing = []
+    for name in (*NEEDED, "bitsandbytes") if four_bit else NEEDED:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def smoke(config: Path, steps: int = 4, rows: int = 32, keep: Path | None = None) -> int:
     source, _ = check_config(config)
     plan = resolve(source)
+    missing = missing_packages(plan.values["load_in_4bit"])
+    if missing:
+        raise MhgenError(
+            f"mhgen smoke trains for real and needs {', '.join(missing)}: "
+            "pip install -e '.[train]' (with the torch build for your machine)"
+        )
     family = plan.family
     if family is families.UNKNOWN or family.chat_format != plan.chat_format:
         family = families.by_format(plan.chat_format)
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="mhgen-smoke-"))
+    code = None
     try:
         from . import tiny
 
@@ -70,7 +94,7 @@ def smoke(config: Path, steps: int = 4, rows: int = 32, keep: Path | None = None
             logging_steps=1,
             save_steps=steps,
         )
-        derived = work / "config.json"
+        derived = work / f"training-{plan.slug}.json"  # the script gets the config's own name
         derived.write_text(json.dumps(settings, indent=2), encoding="utf-8")
         compiled = compile_config(derived)
         script = work / compiled.plan.script_name
@@ -83,11 +107,15 @@ def smoke(config: Path, steps: int = 4, rows: int = 32, keep: Path | None = None
         record = json.loads((work / "out" / "mhgen_run.json").read_text())
         losses = [e["loss"] for e in record["log_history"] if "loss" in e]
         print(
-            f"smoke: ok: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
-            + (f", adapter in {work / 'out'}" if keep else "")
+            f"smoke: ok: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+            + (
+                f"the adapter is in {work / 'out'}"
+                if keep
+                else "its files, adapter included, are deleted (--keep DIR keeps them)"
+            )
         )
         return 0
     finally:
-        if not keep and "code" in locals() and code == 0:
+        if not keep and code in (0, None):  # a failed script's files stay, to be looked at
             shutil.rmtree(work, ignore_errors=True)
         sys.stdout.flush()

@@ -39,8 +39,17 @@ def validate(source: Source) -> list[Diagnostic]:
     data = source.data
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "null"
-        return [source.diagnostic((), f"expected a mapping of settings, found {kind}")]
-    found = _schema_errors(source) + _unknown_keys(source)
+        mapping = source.diagnostic((), f"expected a mapping of settings, found {kind}")
+        found = [*source.problems, mapping]
+        return sorted(found, key=lambda d: (d.line, d.col, d.message))
+    # what the schema says at, above or below a value the loader flagged would say no more
+    flagged = [d.path for d in source.problems]
+    found = list(source.problems) + [
+        d
+        for d in _schema_errors(source)
+        if not any(d.path[: len(p)] == p or p[: len(d.path)] == d.path for p in flagged)
+    ]
+    found += _unknown_keys(source)
     if not any(d.is_error for d in found):
         found += semantic(source)
     return sorted(found, key=lambda d: (d.line, d.col, d.message))
@@ -106,6 +115,44 @@ def _message(error) -> str:
     return error.message
 
 
+# Names other fine-tuning tools (TRL, transformers, axolotl, LLaMA-Factory) give mhgen's fields:
+# an unknown key among them gets the field it means, with the value to write where that differs.
+ALIASES = {
+    "bf16": '"dtype": "bfloat16"',
+    "fp16": '"dtype": "float16"',
+    "torch_dtype": "dtype",
+    "model": "base_model",
+    "model_name": "base_model",
+    "model_name_or_path": "base_model",
+    "template": "chat_template",
+    "system": "system_prompt",
+    "system_message": "system_prompt",
+    "max_length": "max_seq_length",
+    "cutoff_len": "max_seq_length",
+    "sequence_len": "max_seq_length",
+    "r": "lora_rank",
+    "lora_r": "lora_rank",
+    "target_modules": "lora_target_modules",
+    "lr": "learning_rate",
+    "epochs": "num_train_epochs",
+    "num_epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size",
+    "micro_batch_size": "per_device_train_batch_size",
+    "gradient_accumulation": "gradient_accumulation_steps",
+    "gradient_checkpointing": "use_gradient_checkpointing",
+    "load_in_8bit": "load_in_4bit (mhgen quantizes to 4 bits only)",
+    "dataset": "dataset_path",
+    "train_file": "dataset_path",
+    "data_path": "dataset_path",
+    "output": "output_dir",
+    "warmup_steps": "warmup_ratio",
+    "lr_scheduler": "lr_scheduler_type",
+    "optimizer": "optim",
+    "packing": "batching",
+    "sample_packing": "batching",
+}
+
+
 def _unknown_keys(source: Source) -> list[Diagnostic]:
     known = list(properties())
     lowered = {k.lower(): k for k in known}
@@ -113,8 +160,10 @@ def _unknown_keys(source: Source) -> list[Diagnostic]:
     for key in source.data:
         if key in properties():
             continue
-        guess = lowered.get(str(key).lower()) or next(
-            iter(difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)), None
+        guess = (
+            lowered.get(str(key).lower())
+            or ALIASES.get(str(key).lower())
+            or next(iter(difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)), None)
         )
         hint = f"; did you mean `{guess}`?" if guess else "; `mhgen schema` lists the fields"
         out.append(source.diagnostic((key,), f"unknown key {show(key)}{hint}"))
@@ -146,16 +195,26 @@ def semantic(source: Source) -> list[Diagnostic]:
     if get("max_steps") == -1 and not 2 <= epochs <= 3:
         warn("num_train_epochs", f"{epochs:g} epochs; 2-3 are recommended")
 
-    if not resolve.slug(get("base_model")):
+    if not resolve.script_slug(source):
         out.append(
             source.diagnostic(
                 ("base_model",),
                 f"{show(get('base_model'))} has no letters or digits in its last path component "
-                "to name the script after",
+                "to name the script after, and neither has the config's file name",
             )
         )
+    if source.model_problem:
+        out.append(source.diagnostic(("base_model",), source.model_problem))
+    identity = families.identify(get("base_model"), source.model)
+    family = identity.family
+    if identity.name_says is not None:
+        warn(
+            "base_model",
+            f"the name suggests {identity.name_says.name}, but the model's config.json (in "
+            f"{identity.where}) says model_type {show(identity.model_type)}: it is trained as "
+            f"{family.name}",
+        )
     chosen = get("chat_template")
-    family = families.detect(get("base_model"))
     if chosen != "auto" and family is not families.UNKNOWN and chosen != family.chat_format:
         warn(
             "chat_template",

@@ -71,8 +71,38 @@ SHAPES: dict[str, Shape] = {
 }
 
 
-def shape_for(base_model: str) -> Shape | None:
+def shape_for(base_model: str, config=None) -> Shape | None:
+    """The model's shapes: from its config.json when it was read, else from SHAPES by name."""
+    if config is not None:
+        shape = shape_from_config(config)
+        if shape is not None:
+            return shape
     return SHAPES.get(base_model.rstrip("/").split("/")[-1].lower())
+
+
+def shape_from_config(config) -> Shape | None:
+    """A Shape from a config.json's fields (transformers' names); None when one is missing."""
+    config = config.get("text_config") or config
+    get = config.get
+    try:
+        hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
+        experts = int(get("num_experts") or get("num_local_experts") or 0)
+        intermediate = int(get("intermediate_size") or 0)
+        return Shape(
+            hidden=hidden,
+            layers=int(get("num_hidden_layers")),
+            heads=heads,
+            kv_heads=int(get("num_key_value_heads") or heads),
+            head_dim=int(get("head_dim") or hidden // heads),
+            intermediate=0 if experts else intermediate,
+            vocab=int(get("vocab_size")),
+            tied=bool(get("tie_word_embeddings", False)),
+            experts=experts,
+            experts_per_token=int(get("num_experts_per_tok") or 0) if experts else 0,
+            expert_intermediate=int(get("moe_intermediate_size") or intermediate) if experts else 0,
+        )
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def _linears(shape: Shape) -> dict[str, tuple[int, int]]:
@@ -141,8 +171,12 @@ def estimate(
 
 
 def largest(values: dict, shape: Shape, budget_gb: float, what: str) -> int:
-    """The largest per-device batch (what="batch") or max_seq_length ("seq") under the budget."""
-    low, high = 0, 1 << 20
+    """The largest per-device batch (what="batch") or max_seq_length ("seq") under the budget,
+    at most the largest value the config's schema allows."""
+    from .schema import properties
+
+    key = "per_device_train_batch_size" if what == "batch" else "max_seq_length"
+    low, high = 0, properties()[key]["maximum"]
     while low < high:
         mid = (low + high + 1) // 2
         kwargs = {"batch": mid} if what == "batch" else {"seq": mid}
@@ -153,15 +187,30 @@ def largest(values: dict, shape: Shape, budget_gb: float, what: str) -> int:
     return low
 
 
-def report(values: dict, gpu_memory_gb: float | None = None) -> str:
-    shape = shape_for(values["base_model"])
+def _cap(value: int, key: str) -> str:
+    from .schema import properties
+
+    return " (the most a config allows)" if value == properties()[key]["maximum"] else ""
+
+
+def report(values: dict, gpu_memory_gb: float | None = None, config=None) -> str:
+    """The plan's text. ``config``: the model's config.json, when it was read."""
+    shape = shape_for(values["base_model"], config)
     if shape is None:
         known = ", ".join(sorted(SHAPES))
-        return f"no shape known for {values['base_model']!r}; known: {known}\n"
+        return (
+            f"no shape known for {values['base_model']!r}: no config.json of it was found (a "
+            f"local folder, or the Hugging Face cache) and mhgen's table has only {known}\n"
+        )
     parts = estimate(values, shape)
     b, s = values["per_device_train_batch_size"], values["max_seq_length"]
     mode = "4-bit" if values["load_in_4bit"] else values["dtype"]
     lines = [f"{values['base_model']}: {mode}, batch {b} x {s} tokens, peak GPU memory estimate:"]
+    lines[0] += (
+        " (shapes from the model's config.json)"
+        if config is not None and shape_from_config(config) is not None
+        else " (shapes from mhgen's table)"
+    )
     lines += [f"  {name:18} {size / GIB:8.1f} GiB" for name, size in parts.items()]
     if shape.experts and values["load_in_4bit"]:
         linear, experts, other = _weight_counts(shape)
@@ -182,7 +231,8 @@ def report(values: dict, gpu_memory_gb: float | None = None) -> str:
         fits = parts["total"] <= size * 1e9
         batch, seq = largest(values, shape, size, "batch"), largest(values, shape, size, "seq")
         verdict = "fits" if fits else "does NOT fit"
-        room = f"largest batch {batch} at {s} tokens, longest {seq} tokens at batch {b}"
+        room = f"largest batch {batch}{_cap(batch, 'per_device_train_batch_size')} at {s} "
+        room += f"tokens, longest {seq}{_cap(seq, 'max_seq_length')} tokens at batch {b}"
         lines.append(
             f"  {size:>4} GB GPU: {verdict}; {room if batch or seq else 'not even batch 1'}"
         )
