@@ -1,174 +1,254 @@
 #!/usr/bin/env python3
-"""4-bit experts at gpt-oss-20b's real shapes: what the emitted script's NF4 weights hold.
+"""4-bit experts at the real shapes of the shipped MoE configs: speed, GPU memory, host memory.
 
-    python bench/bench_moe.py --weights [--layers 1]     # CPU: quantize real-shape layers
-    python bench/bench_moe.py --prepare DIR [--layers 24]    # compile here (needs mhgen) ...
-    PYTHONPATH=generator python bench/bench_moe.py --run DIR  # ... train there, on a GPU
+    python bench/bench_moe.py --load [--model gpt-oss-20b] [--layers 1 2 4]  # CPU: host memory
+    python bench/bench_moe.py --prepare DIR [--model gpt-oss-20b] [--layers 24] [--steps 30]
+    PYTHONPATH=generator:bench python bench/bench_moe.py --run DIR      # on a GPU box
+    python bench/bench_moe.py --model tiny --prepare DIR && ... --run DIR  # the same, on a CPU
 
---weights builds decoder layers with gpt-oss-20b's shapes (hidden 2880, 32 experts of width 2880,
-64 query / 8 key-value heads of 64), random bf16 weights, quantizes them with the emitted script's
-own quantize_to_nf4, and prints the bytes held next to `mhgen plan`'s count and the time taken.
+--load writes random bf16 checkpoints of the model's real shapes with 1, 2 and 4 decoder layers
+and loads each with the emitted 4-bit script's own load_model (the layer-by-layer reader) on the
+CPU, printing the peak RSS: each layer may add its NF4 weights (on the CPU the model stays in
+host memory) but not its 16-bit size, since the reader holds one layer of the checkpoint at a
+time.
 
---prepare / --run train the shipped gpt-oss-20b config (batch 1 x 1024 tokens, rank-8 LoRA on
-attention) for 20 steps on a locally built model of those shapes (random weights, nothing is
-downloaded), once with 4-bit experts (the emitted script) and once with load_in_4bit off (every
-weight in bf16: the baseline), and print tokens/s and peak CUDA memory of each. Not yet run: this
-task had no GPU (see the closing note of the MoE issue).
+--prepare / --run train the shipped config (its batch, sequence length and LoRA) on a random
+model of the real shapes with LAYERS layers, built on the GPU box (nothing is downloaded), with
+the experts in NF4 (the emitted 4-bit script) and in bf16 (the same config with load_in_4bit
+off, every weight bf16: the baseline), each twice in the order NF4, bf16, bf16, NF4. Every
+example is max_seq_length tokens long. Tokens/s is the median over the steps after WARMUP of
+each run, then over the runs; peak GPU memory is torch.cuda.max_memory_allocated, peak host
+memory the process's maximum RSS (loading included).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
+import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
 
-from bench_train import data, measure  # noqa: E402
+from step_timer import steady_state  # noqa: E402
 
-# openai/gpt-oss-20b config.json
-GPT_OSS_20B = {
-    "hidden_size": 2880, "intermediate_size": 2880, "num_local_experts": 32,
-    "num_experts_per_tok": 4, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
-    "vocab_size": 201088, "sliding_window": 128, "max_position_embeddings": 131072,
+# config.json fields of the real models; "tiny" is a scaled-down gpt-oss for a CPU run
+MODELS = {
+    "gpt-oss-20b": {
+        "config": "GptOssConfig", "format": "harmony", "etc": "training-gpt-oss-20b.json",
+        "shape": {
+            "hidden_size": 2880, "intermediate_size": 2880, "num_local_experts": 32,
+            "num_experts_per_tok": 4, "num_attention_heads": 64, "num_key_value_heads": 8,
+            "head_dim": 64, "vocab_size": 201088, "sliding_window": 128,
+        },
+    },
+    "qwen3-coder-30b": {
+        "config": "Qwen3MoeConfig", "format": "chatml", "etc": "training-qwen3-coder-30b.json",
+        "shape": {
+            "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768,
+            "num_experts": 128, "num_experts_per_tok": 8, "num_attention_heads": 32,
+            "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936, "norm_topk_prob": True,
+        },
+    },
+    "tiny": {
+        "config": "GptOssConfig", "format": "harmony", "etc": "training-gpt-oss-20b.json",
+        "shape": {
+            "hidden_size": 256, "intermediate_size": 256, "num_local_experts": 8,
+            "num_experts_per_tok": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 64, "vocab_size": 4096, "sliding_window": 128,
+        },
+        "settings": {"max_seq_length": 256, "gradient_accumulation_steps": 2, "dtype": "float32"},
+    },
 }  # fmt: skip
+FOLDER = {"gpt-oss-20b": "gpt-oss-20b", "qwen3-coder-30b": "Qwen3-Coder-30B-A3B"}
+FOLDER["tiny"] = "gpt-oss-tiny"
 
 
-def gpt_oss_config(layers: int, tokenizer=None):
+def build_model(name: str, layers: int, folder: Path, device: str) -> None:
+    """A random model of ``name``'s shapes with ``layers`` layers, and a tokenizer, in folder."""
+    import torch
     import transformers
-
-    ids = {}
-    if tokenizer is not None:
-        ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
-    kinds = ["sliding_attention", "full_attention"] * ((layers + 1) // 2)
-    return transformers.GptOssConfig(
-        **GPT_OSS_20B, **ids, num_hidden_layers=layers, layer_types=kinds[:layers]
-    )
-
-
-def compiled_module(root: Path, load_in_4bit: bool):
-    """The emitted script for the shipped gpt-oss-20b config, on the model in root/gpt-oss-20b,
-    imported as a module."""
-    import importlib.util
-
-    from mhgen.pipeline import compile_config
-    from mhgen.write import write
-
-    config = json.loads(
-        (Path(__file__).resolve().parents[1] / "etc/training-gpt-oss-20b.json").read_text()
-    )
-    config |= {"load_in_4bit": load_in_4bit, "base_model": "gpt-oss-20b"}  # a local folder
-    (root / "config.json").write_text(json.dumps(config))
-    script = root / ("train_nf4.py" if load_in_4bit else "train_bf16.py")
-    write(script, compile_config(root / "config.json").text)
-    spec = importlib.util.spec_from_file_location(script.stem, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def weights(layers: int) -> None:
-    """Quantize real-shape layers on the CPU and compare the bytes with `mhgen plan`'s count."""
-    import tempfile
-
-    import bitsandbytes as bnb
-    import torch
-    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssDecoderLayer
-
-    from mhgen.vram import NF4_BYTES
-
-    config = gpt_oss_config(layers)
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        script = compiled_module(Path(tmp), load_in_4bit=True)
-        model = torch.nn.Module()  # quantize_to_nf4 walks model.model.layers
-        model.model = torch.nn.Module()
-        model.model.layers = torch.nn.ModuleList()
-        for i in range(layers):
-            layer = GptOssDecoderLayer(config, i).to(torch.bfloat16)
-            for p in layer.parameters():
-                torch.nn.init.normal_(p, std=0.02)
-            model.model.layers.append(layer)
-        sixteen = sum(
-            p.numel() for n, p in model.named_parameters() if p.dim() >= 2 and "router" not in n
-        )
-        start = time.perf_counter()
-        script.quantize_to_nf4(model, "cpu", torch.bfloat16)
-        seconds = time.perf_counter() - start
-    held = 0
-    for m in model.modules():
-        if isinstance(m, bnb.nn.Linear4bit):
-            state = m.weight.quant_state
-            held += m.weight.numel() + state.absmax.numel() * state.absmax.element_size()
-            held += state.state2.absmax.numel() * state.state2.absmax.element_size()
-            held += state.state2.code.numel() * 4 + state.code.numel() * 4  # 16-entry tables
-    plan = sixteen * NF4_BYTES
-    print(f"gpt-oss-20b shapes, {layers} layer(s), {sixteen / 1e9:.3f}B weights in NF4")
-    print(f"{'':22} {'GiB':>8}")
-    print(f"{'16-bit':22} {sixteen * 2 / 2**30:8.3f}")
-    print(f"{'NF4 held (measured)':22} {held / 2**30:8.3f}")
-    print(f"{'NF4 in mhgen plan':22} {plan / 2**30:8.3f}  ({plan / held - 1:+.2%})")
-    print(f"quantize_to_nf4 on this CPU: {seconds:.1f} s ({seconds / layers:.1f} s per layer)")
-
-
-def prepare(root: Path, layers: int) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    data(root / "train.jsonl", 400)
-    for four_bit in (True, False):
-        compiled_module(root, four_bit)
-    (root / "bench.json").write_text(json.dumps({"layers": layers}))
-
-
-def run(root: Path) -> None:
-    """Build the model in root/gpt-oss-20b, train both scripts 20 steps, print the table."""
-    import os
-
-    import torch
-    from transformers import AutoModelForCausalLM
 
     from mhgen.tiny import build_tokenizer
 
-    layers = json.loads((root / "bench.json").read_text())["layers"]
-    model_dir = root / "gpt-oss-20b"  # the folder name makes the family gpt-oss
-    tokenizer = build_tokenizer("harmony")
-    tokenizer.save_pretrained(model_dir)
-    with torch.device("cuda"):  # random init on the GPU in bf16 (about 42 GB), then saved
-        model = AutoModelForCausalLM.from_config(
-            gpt_oss_config(layers, tokenizer), dtype=torch.bfloat16
-        )
-    model.save_pretrained(model_dir)
-    del model
-    torch.cuda.empty_cache()
-    os.chdir(root)
-    args = ["--data", "train.jsonl", "--max-steps", "20", "--overwrite"]
-    results = {}
-    for name, script in (("4-bit experts", "train_nf4.py"), ("bf16 experts", "train_bf16.py")):
-        results[name] = measure(
-            [script, "--output-dir", f"out-{script}", *args], root / f"{script}.json"
-        )
-    print(f"gpt-oss-20b shapes ({layers} layers), random weights, 20 steps, batch 1 x 1024")
-    print(f"{'':14} {'tokens/s':>9} {'peak GiB':>9}")
-    for name, r in results.items():
-        print(f"{name:14} {r['real'] / r['wall']:9.0f} {r['peak_bytes'] / 2**30:9.2f}")
+    spec = MODELS[name]
+    tokenizer = build_tokenizer(spec["format"])
+    tokenizer.save_pretrained(folder)
+    extra = {"layer_types": (["sliding_attention", "full_attention"] * layers)[:layers]}
+    if spec["config"] != "GptOssConfig":
+        extra = {}
+    config = getattr(transformers, spec["config"])(
+        **spec["shape"], **extra, num_hidden_layers=layers, max_position_embeddings=8192,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    config.architectures = [spec["config"].replace("Config", "ForCausalLM")]
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    for p in model.parameters():  # checkpoint-like magnitudes (init leaves some at zero)
+        torch.nn.init.normal_(p, std=0.02)
+    model.save_pretrained(folder)
+
+
+def script_for(root: Path, name: str, four_bit: bool, steps: int) -> Path:
+    """The emitted script of the shipped config on the model in root, 4-bit or all bf16."""
+    from mhgen.pipeline import compile_config
+    from mhgen.write import write
+
+    spec = MODELS[name]
+    config = json.loads((BENCH.parent / "etc" / spec["etc"]).read_text())
+    config |= {
+        "base_model": FOLDER[name], "load_in_4bit": four_bit, "dataset_path": "train.jsonl",
+        "max_steps": steps, "logging_steps": 1, "save_steps": 100000, "num_train_epochs": 100,
+        **spec.get("settings", {}),
+    }  # fmt: skip
+    kind = "nf4" if four_bit else "bf16"
+    path = root / f"training-{kind}.json"
+    path.write_text(json.dumps(config))
+    compiled = compile_config(path)
+    write(root / compiled.plan.script_name, compiled.text, force=True)
+    return root / compiled.plan.script_name
+
+
+def long_rows(path: Path, rows: int, words: int) -> None:
+    """Conversations longer than max_seq_length: every example is cut to exactly that length."""
+    vocab = ["the", "model", "trains", "on", "tokens", "of", "text", "and", "learns", "a"]
+    with path.open("w") as f:
+        for i in range(rows):
+            reply = " ".join(vocab[(i + j) % len(vocab)] for j in range(words))
+            messages = [
+                {"role": "user", "content": f"Row {i}."},
+                {"role": "assistant", "content": reply},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+
+
+def timed(root: Path, script: Path, out: Path) -> dict:
+    env = {**os.environ, "BENCH_OUT": str(out), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "step_timer.py"), str(script), "--overwrite",
+         "--output-dir", f"out-{script.stem}"],
+        cwd=root, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        sys.exit(f"{script.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def prepare(root: Path, name: str, layers: int, steps: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    seq = json.loads((BENCH.parent / "etc" / MODELS[name]["etc"]).read_text())["max_seq_length"]
+    seq = MODELS[name].get("settings", {}).get("max_seq_length", seq)
+    long_rows(root / "train.jsonl", 2000, 2 * seq)
+    for four_bit in (True, False):
+        script_for(root, name, four_bit, steps)
+    (root / "bench.json").write_text(json.dumps({"model": name, "layers": layers, "steps": steps}))
+
+
+def run(root: Path, warmup: int) -> None:
+    import torch
+
+    args = json.loads((root / "bench.json").read_text())
+    name, layers = args["model"], args["layers"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    build_model(name, layers, root / FOLDER[name], device)
+    torch.cuda.empty_cache() if device == "cuda" else None
+    scripts = {"NF4 experts": "train_nf4.py", "unquantized experts": "train_bf16.py"}
+    runs: dict[str, list[dict]] = {k: [] for k in scripts}
+    order = ["NF4 experts", "unquantized experts", "unquantized experts", "NF4 experts"]
+    for i, kind in enumerate(order):
+        result = timed(root, root / scripts[kind], root / f"run{i}.json")
+        runs[kind].append(result | steady_state(result, warmup))
+        tps = runs[kind][-1]["tokens_per_second"]
+        print(f"run {i + 1}/4 {kind}: {tps:.0f} tokens/s", flush=True)
+    print(f"\n{name} shapes, {layers} layers, random weights, shipped config, {device}; "
+          f"median over steps {warmup + 1}-{args['steps']} of two runs each")  # fmt: skip
+    print("| experts | tokens/s | step s | peak GPU GiB | peak host GiB | final loss |")
+    print("|---|---|---|---|---|---|")
+    summary = {}
+    for kind, results in runs.items():
+        tps = statistics.median(r["tokens_per_second"] for r in results)
+        step = statistics.median(r["step_seconds"] for r in results)
+        gpu = max(r["peak_gpu_bytes"] for r in results) / 2**30
+        host = max(r["peak_rss_bytes"] for r in results) / 2**30
+        loss = statistics.mean(r["losses"][-1][1] for r in results)
+        summary[kind] = tps
+        print(f"| {kind} | {tps:.0f} | {step:.3f} | {gpu:.2f} | {host:.2f} | {loss:.3f} |")
+    ratio = summary["NF4 experts"] / summary["unquantized experts"]
+    print(f"NF4 / unquantized tokens/s: {ratio:.2f}x")
+
+
+LOAD = """
+import importlib.util, json, resource
+spec = importlib.util.spec_from_file_location("script", {script!r})
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+model = script.load_model(on_gpu=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({{"peak": peak}}))
+"""
+
+
+def load(name: str, counts: list[int]) -> None:
+    """CPU: peak RSS of the emitted script's layer-by-layer load of real-shape checkpoints with
+    more and more layers. Each layer adds its NF4 weights to what the (CPU) model holds; were the
+    checkpoint held whole, each would add its 16-bit size too. (bitsandbytes' CPU quantizer's
+    own temporaries, several times the tensor it quantizes, are the same for every count; on a
+    GPU it runs on the device.)"""
+    from mhgen.vram import NF4_BYTES
+
+    spec = MODELS[name]["shape"]
+    h, experts = spec["hidden_size"], spec.get("num_local_experts") or spec["num_experts"]
+    width = spec.get("moe_intermediate_size") or spec["intermediate_size"]
+    heads, kv, d = spec["num_attention_heads"], spec["num_key_value_heads"], spec["head_dim"]
+    per_layer = experts * 3 * h * width + 2 * h * d * (heads + kv)  # weights of one layer
+    gib = 2**30
+    print(f"{name} shapes: one decoder layer is {per_layer * 2 / gib:.2f} GiB in bf16, "
+          f"{per_layer * NF4_BYTES / gib:.2f} GiB in NF4\n")  # fmt: skip
+    print("| layers | checkpoint GiB | peak RSS GiB | peak RSS added per layer GiB |")
+    print("|---|---|---|---|")
+    first = None
+    for layers in counts:
+        root = Path(tempfile.mkdtemp(prefix="mhgen-bench-moe-"))
+        build_model(name, layers, root / FOLDER[name], "cpu")
+        script = script_for(root, name, True, 1)
+        checkpoint = sum(p.stat().st_size for p in (root / FOLDER[name]).glob("*.safetensors"))
+        command = [sys.executable, "-c", LOAD.format(script=str(script))]
+        proc = subprocess.run(command, cwd=root, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(proc.stderr[-3000:])
+        peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak"]
+        first = first or (layers, peak)
+        added = (peak - first[1]) / (layers - first[0]) / gib if layers > first[0] else None
+        slope = f"{added:.2f}" if added is not None else "-"
+        print(f"| {layers} | {checkpoint / gib:.2f} | {peak / gib:.2f} | {slope} |", flush=True)
+        shutil.rmtree(root)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", action="store_true", help="CPU: NF4 bytes of real shapes")
-    parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--model", choices=sorted(MODELS), default="gpt-oss-20b")
+    parser.add_argument("--layers", type=int, nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--load", action="store_true", help="CPU: host memory of loading")
     parser.add_argument("--prepare", type=Path, metavar="DIR")
     parser.add_argument("--run", type=Path, metavar="DIR")
     args = parser.parse_args()
-    if args.weights:
-        weights(args.layers or 1)
+    if args.load:
+        load(args.model, args.layers or [1, 2, 4])
     elif args.prepare:
-        prepare(args.prepare, args.layers or 24)
+        prepare(args.prepare.resolve(), args.model, (args.layers or [24])[0], args.steps)
     elif args.run:
-        run(args.run)
+        run(args.run.resolve(), args.warmup)
     else:
-        parser.error("give --weights, --prepare DIR or --run DIR")
+        parser.error("give --load, --prepare DIR or --run DIR")
 
 
 if __name__ == "__main__":

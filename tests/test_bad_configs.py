@@ -334,6 +334,25 @@ CASES = [
         ],
     ),
     (
+        "experts_alone.json",
+        '{"base_model": "openai/gpt-oss-20b", "chat_template": "auto", "system_prompt": "", '
+        '"lora_target_modules": ["gate_up", "down"]}',
+        [
+            "{f}:1:84: $.lora_target_modules: LoRA on the 4-bit experts alone: add at least one "
+            'linear layer to it as well (for example "q_proj", "v_proj")'
+        ],
+    ),
+    (
+        "experts_dropout.json",
+        '{"base_model": "openai/gpt-oss-20b", "chat_template": "auto", "system_prompt": "", '
+        '"lora_target_modules": ["q_proj", "down"], "lora_dropout": 0.1}',
+        [
+            "{f}:1:127: $.lora_dropout: 0.1 with LoRA on the experts: PEFT's LoRA on fused "
+            "experts has no dropout, so the adapter would not load onto the model; set "
+            '"lora_dropout": 0'
+        ],
+    ),
+    (
         "yes.yaml",
         YAML_HEAD + "load_in_4bit: yes\n",
         ['{f}:4:1: $.load_in_4bit: "yes" is not of type boolean'],

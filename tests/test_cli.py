@@ -126,21 +126,24 @@ def test_wrong_format_for_family_warns(project, cli):
 
 
 @pytest.mark.parametrize("targets", [["q_proj", "gate_up", "down"], "all-linear"])
-def test_lora_on_4bit_experts_warns_and_lets_ddp_skip_unused_experts(project, cli, targets):
+def test_lora_on_4bit_experts_is_emitted_with_peft_s_names_for_fused_experts(project, cli, targets):
     config = {**MINIMAL, "base_model": "openai/gpt-oss-20b", "chat_template": "auto"}
     write_config(project, {**config, "lora_target_modules": targets}, "w.json")
     code, _, err = cli("compile", "w.json", "-o", "out")
-    assert code == 0
-    assert (
-        "$.lora_target_modules: warning: LoRA on the 4-bit experts gives one adapter per expert"
-        in err
-    )
+    assert (code, err) == (0, "")
     script = (project / "out" / "train_w.py").read_text()
-    assert "ddp_find_unused_parameters=True,  # an expert no token chose" in script
+    assert 'module.add_lora(("gate_up", "down"), LORA_RANK, LORA_ALPHA)' in script
+    flat = " ".join(script.split())
+    assert (
+        'model.peft_config["default"].target_parameters = '
+        '[ "mlp.experts.gate_up_proj", "mlp.experts.down_proj", ]'
+    ) in flat
+    assert "ddp_find_unused_parameters=False," in script  # every expert's LoRA is in every step
     write_config(project, config, "attention.json")  # the default: attention only
     assert cli("compile", "attention.json", "-o", "out2")[2] == ""
     script = (project / "out2" / "train_attention.py").read_text()
-    assert "ddp_find_unused_parameters=False," in script and "def quantize_to_nf4(" in script
+    assert "def load_model(" in script and "add_lora((" not in script
+    assert "def expert_lora_weights(" not in script
 
 
 def test_schema_prints_the_schema(cli):

@@ -55,7 +55,7 @@ def data(tmp_path_factory):
     return path
 
 
-def train(tmp_path, model_dir, data, steps=8, extra_args=(), **settings):
+def train(tmp_path, model_dir, data, steps=8, extra_args=(), env=None, inject=None, **settings):
     config = {
         "base_model": str(model_dir),
         "chat_template": "auto",
@@ -76,15 +76,24 @@ def train(tmp_path, model_dir, data, steps=8, extra_args=(), **settings):
         "dtype": "float32",
         **settings,
     }
+    tmp_path.mkdir(parents=True, exist_ok=True)
     compiled = compile_config(write_config(tmp_path, config))
     script = tmp_path / compiled.plan.script_name
-    write(script, compiled.text)
+    write(script, compiled.text, force=True)
     proc = subprocess.run(
-        [sys.executable, str(script), "--max-steps", str(steps), *extra_args],
+        [
+            sys.executable,
+            *([inject] if inject else []),
+            str(script),
+            "--max-steps",
+            str(steps),
+            *extra_args,
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     return proc, tmp_path / "out"
 
@@ -136,8 +145,11 @@ def test_qlora_4bit_path(tmp_path, models, data, family):
     assert (
         'note: "optim": "paged_adamw_8bit" needs CUDA; using adamw_torch on the CPU' in proc.stdout
     )
-    if family != "qwen3":  # MoE: the script quantizes the experts (2 layers x 4 experts x 2)
-        assert "NF4 weights: 8 linear layers and 16 expert weights" in proc.stdout
+    if family != "qwen3":  # MoE: the script loads and quantizes the experts (2 layers x 2 stacks)
+        assert (
+            "NF4 weights: 8 linear layers and 4 expert stacks (one grouped GEMM per projection); "
+            "peak host memory while loading: "
+        ) in proc.stdout
     assert adapter_keys_match_the_original_model(models[family], out)
     assert adapter_changes_output(models[family], out)
     assert adapter_dtypes(out) == {"F32"}  # TRL's bfloat16 cast of 4-bit adapters is undone
@@ -167,6 +179,50 @@ def adapter_keys_match_the_original_model(model_dir, out_dir) -> bool:
         and all(k in slots and torch.equal(slots[k], v.float()) for k, v in saved.items())
         and len(slots) == len(saved)
     )
+
+
+@pytest.mark.parametrize("family", ["gpt-oss", "qwen3-coder"])
+def test_lora_on_the_4bit_experts_trains_resumes_and_loads_onto_the_original_model(
+    tmp_path, models, data, family
+):
+    """Stopped at step 2 by a signal and resumed, the run ends with the adapter an uninterrupted
+    run ends with, experts' LoRA included, and that adapter loads onto the original model."""
+    import os
+    import signal
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    settings = {
+        "load_in_4bit": True, "dtype": "float32", "save_steps": 100,
+        "lora_target_modules": ["q_proj", "v_proj", "gate_up", "down"],
+    }  # fmt: skip
+    proc, straight = train(tmp_path / "a", models[family], data, steps=4, **settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = losses(straight)
+    assert min(curve[-2:]) < curve[0]
+    saved = load_file(straight / "adapter_model.safetensors")
+    experts = [k for k in saved if ".mlp.experts." in k]
+    assert len(experts) == 2 * 2 * 2  # 2 layers x (gate_up, down) x (lora_A, lora_B)
+    assert all(saved[k].abs().sum() > 0 for k in experts if "lora_B" in k)  # they trained
+    assert adapter_keys_match_the_original_model(models[family], straight)
+    # the same run, stopped after step 2 and resumed
+    inject = str(Path(__file__).with_name("inject_signal.py"))
+    env = {**os.environ, "INJECT_SIGNAL": "on_step_end:2:1"}
+    proc, out = train(
+        tmp_path / "b", models[family], data, steps=4, env=env, inject=inject, **settings
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    proc, out = train(
+        tmp_path / "b", models[family], data, steps=4, extra_args=["--resume"], **settings
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from checkpoint-2" in proc.stdout
+    resumed = load_file(out / "adapter_model.safetensors")
+    assert resumed.keys() == saved.keys()
+    for k in saved:
+        torch.testing.assert_close(resumed[k], saved[k], rtol=1e-4, atol=1e-6)
 
 
 def test_without_assistant_only_loss_every_token_is_trained(tmp_path, models, data):

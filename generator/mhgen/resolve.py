@@ -82,6 +82,17 @@ class Plan:
         return self.experts_4bit and families.adapts_experts(self.values["lora_target_modules"])
 
     @property
+    def expert_lora_projections(self) -> tuple[str, ...]:
+        """The expert projections LoRA adapts, in the order transformers registers them."""
+        targets = self.values["lora_target_modules"]
+        return tuple(p for p in families.EXPERT_LAYERS if p in targets)
+
+    @property
+    def expert_lora_parameters(self) -> list[str]:
+        """Those projections as PEFT names transformers' fused expert parameters."""
+        return [f"mlp.experts.{p}_proj" for p in self.expert_lora_projections]
+
+    @property
     def training_modules(self) -> tuple[str, ...]:
         """The modules the script imports to train: its dependencies, by their import names."""
         return tuple(d.split(">=")[0].replace("-", "_") for d in self.dependencies)
@@ -143,6 +154,12 @@ def resolve(source: Source) -> Plan:
         origins["optim"] = "auto"
     if values["lora_target_modules"] == ["all-linear"]:
         values["lora_target_modules"] = "all-linear"
+    if family.moe and values["lora_target_modules"] == "all-linear":
+        # every linear layer (attention) and, when the script quantizes them, the experts; never
+        # the routers (PEFT's own all-linear adapts Qwen3-MoE's routers and fused experts)
+        experts = families.EXPERT_LAYERS if values["load_in_4bit"] else ()
+        values["lora_target_modules"] = [*families.ATTENTION, *experts]
+        origins["lora_target_modules"] = "derived"
 
     deps = DEPENDENCIES + ((BITSANDBYTES,) if values["load_in_4bit"] else ())
     if values["distributed_strategy"].startswith("deepspeed"):

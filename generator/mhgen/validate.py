@@ -268,13 +268,20 @@ def _moe_4bit(source: Source, get, family: families.Family, out: list[Diagnostic
                 'script, one copy per process; use "ddp" (or "none")',
             )
         )
-    if families.adapts_experts(get("lora_target_modules")):
+    targets = get("lora_target_modules")
+    if isinstance(targets, list) and targets and set(targets) <= set(families.EXPERT_LAYERS):
         out.append(
             source.diagnostic(
                 ("lora_target_modules",),
-                "LoRA on the 4-bit experts gives one adapter per expert (mlp.experts.N.gate_up, "
-                ".down): it loads onto a model whose experts are split as the script splits them, "
-                "not onto transformers' fused experts",
-                "warning",
+                "LoRA on the 4-bit experts alone: add at least one linear layer to it as well "
+                '(for example "q_proj", "v_proj")',
+            )
+        )
+    if families.adapts_experts(targets) and get("lora_dropout") > 0:
+        out.append(
+            source.diagnostic(
+                ("lora_dropout",),
+                f"{get('lora_dropout')} with LoRA on the experts: PEFT's LoRA on fused experts has "
+                'no dropout, so the adapter would not load onto the model; set "lora_dropout": 0',
             )
         )

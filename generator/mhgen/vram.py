@@ -16,7 +16,14 @@ Pure arithmetic on a table of shapes (config.json facts); no torch. The formula,
   MoE), times ACTIVATION_FACTOR. Eager attention (gpt-oss) also holds the scores: b heads s^2 x 6.
 - logits and loss: LOSS_BYTES per token x vocabulary entry. The stack computes the loss without
   holding the full fp32 logits (a full fp32 copy would be 4 bytes per entry; measured: 0.19).
+- experts, dequantized (MoE in 4-bit): the emitted script dequantizes one expert projection of a
+  layer, every expert's, for its grouped GEMM and frees it after: the largest such stack in the
+  compute dtype is held at a time (gpt-oss-20b: 32 x 5760 x 2880 x 2 bytes, 1.1 GB).
 - allocator constant, then a stated CUDA-context reserve that max_memory_allocated does not see.
+
+Host memory (MoE in 4-bit): the script loads the checkpoint itself, one decoder layer at a time,
+so the host holds at most one layer of the checkpoint or one embedding matrix at a time, beside
+the process's own memory (PROCESS_BYTES, stated: python, torch, the CUDA libraries).
 
 ACTIVATION_FACTOR, LOSS_BYTES and the constant were fitted to five peaks measured on an H100
 (bench/calibrate_memory.py; docs in the closing note of the speed-and-memory issue): Qwen3-0.6B
@@ -37,6 +44,8 @@ ACTIVATION_FACTOR = 2.0  # fitted (see above)
 LOSS_BYTES = 0.2  # fitted: bytes per token x vocabulary entry
 ALLOCATOR_BYTES = 0.15 * GIB  # fitted constant of torch.cuda.max_memory_allocated
 CONTEXT_BYTES = 0.75 * GIB  # CUDA context + cuBLAS workspace: stated, not in the fit
+PROCESS_BYTES = 2.5 * GIB  # host memory of python + torch + CUDA libraries: stated
+MXFP4_BYTES = 17 / 32  # 4 bits a weight and an 8-bit scale per 32 (gpt-oss's checkpoint)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class Shape:
     experts: int = 0
     experts_per_token: int = 0
     expert_intermediate: int = 0
+    checkpoint_expert_bytes: float = 2.0  # bytes per expert weight in the checkpoint files
 
 
 SHAPES: dict[str, Shape] = {
@@ -64,7 +74,7 @@ SHAPES: dict[str, Shape] = {
     # Qwen/Qwen3-Coder-30B-A3B-Instruct config.json: 128 experts, 8 per token
     "qwen3-coder-30b-a3b-instruct": Shape(2048, 48, 32, 4, 128, 0, 151936, False, 128, 8, 768),
     # openai/gpt-oss-20b config.json: 32 experts of width 2880, 4 per token
-    "gpt-oss-20b": Shape(2880, 24, 64, 8, 64, 0, 201088, False, 32, 4, 2880),
+    "gpt-oss-20b": Shape(2880, 24, 64, 8, 64, 0, 201088, False, 32, 4, 2880, MXFP4_BYTES),
     # meta-llama/Llama-3.1-8B-Instruct and mistralai/Mistral-7B-Instruct-v0.3 config.json
     "llama-3.1-8b-instruct": Shape(4096, 32, 32, 8, 128, 14336, 128256),
     "mistral-7b-instruct-v0.3": Shape(4096, 32, 32, 8, 128, 14336, 32768),
@@ -100,9 +110,15 @@ def shape_from_config(config) -> Shape | None:
             experts=experts,
             experts_per_token=int(get("num_experts_per_tok") or 0) if experts else 0,
             expert_intermediate=int(get("moe_intermediate_size") or intermediate) if experts else 0,
+            checkpoint_expert_bytes=MXFP4_BYTES if _mxfp4(config) else 2.0,
         )
     except (TypeError, ValueError, ZeroDivisionError):
         return None
+
+
+def _mxfp4(config) -> bool:
+    quantization = config.get("quantization_config")
+    return isinstance(quantization, dict) and quantization.get("quant_method") == "mxfp4"
 
 
 def _linears(shape: Shape) -> dict[str, tuple[int, int]]:
@@ -126,9 +142,15 @@ def _weight_counts(shape: Shape) -> tuple[int, int, int]:
 
 
 def estimate(
-    values: dict, shape: Shape, batch: int | None = None, seq: int | None = None, fp32_upcast=False
+    values: dict,
+    shape: Shape,
+    batch: int | None = None,
+    seq: int | None = None,
+    fp32_upcast=False,
+    grouped_experts=True,
 ) -> dict:
-    """Peak bytes by part, for the config's batch and max_seq_length (or the ones given)."""
+    """Peak bytes by part, for the config's batch and max_seq_length (or the ones given).
+    grouped_experts=False is mhgen 0.2.0's MoE layout (one NF4 layer per expert, no stack)."""
     b = batch or values["per_device_train_batch_size"]
     s = seq or values["max_seq_length"]
     h, layers = shape.hidden, shape.layers
@@ -162,12 +184,28 @@ def estimate(
         "LoRA + optimizer": lora,
         "activations": activations,
         "logits + loss": LOSS_BYTES * b * s * shape.vocab,
-        "allocator": ALLOCATOR_BYTES,
     }
+    if shape.experts and values["load_in_4bit"] and grouped_experts:
+        parts["experts, dequantized"] = shape.experts * 2 * shape.expert_intermediate * h * 2
+    parts["allocator"] = ALLOCATOR_BYTES
     parts["allocated peak"] = sum(parts.values())
     parts["CUDA context"] = CONTEXT_BYTES
     parts["total"] = parts["allocated peak"] + CONTEXT_BYTES
     return parts
+
+
+def host_memory(shape: Shape) -> dict:
+    """Peak host bytes of an MoE model's layer-by-layer load, by part."""
+    h = shape.hidden
+    attention = sum(i * o for i, o in _linears(shape).values()) * 2
+    experts = shape.experts * 3 * h * shape.expert_intermediate * shape.checkpoint_expert_bytes
+    layer, embedding = attention + experts, shape.vocab * h * 2
+    return {
+        "process": PROCESS_BYTES,
+        "one layer": layer,
+        "one embedding": embedding,
+        "peak": PROCESS_BYTES + max(layer, embedding),
+    }
 
 
 def largest(values: dict, shape: Shape, budget_gb: float, what: str) -> int:
@@ -211,15 +249,19 @@ def report(values: dict, gpu_memory_gb: float | None = None, config=None) -> str
         if config is not None and shape_from_config(config) is not None
         else " (shapes from mhgen's table)"
     )
-    lines += [f"  {name:18} {size / GIB:8.1f} GiB" for name, size in parts.items()]
+    lines += [f"  {name:20} {size / GIB:8.1f} GiB" for name, size in parts.items()]
     if shape.experts and values["load_in_4bit"]:
         linear, experts, other = _weight_counts(shape)
         everything = linear + experts + other
+        host = host_memory(shape)
         lines.append(
             f"  note: the {experts / 1e9:.1f}B expert weights are in NF4 "
             f"({experts * NF4_BYTES / GIB:.1f} GiB; 16-bit they would take {experts * 2 / GIB:.0f} "
-            "GiB). Loading reads the 16-bit model into CPU memory first: about "
-            f"{everything * 2 / GIB:.0f} GiB of host RAM."
+            "GiB), dequantized one projection of a layer at a time. Loading reads the checkpoint "
+            f"one layer at a time: about {host['peak'] / GIB:.1f} GiB of host RAM (one layer "
+            f"{host['one layer'] / GIB:.1f} GiB or one embedding {host['one embedding'] / GIB:.1f} "
+            f"GiB, beside the process's own {host['process'] / GIB:.1f}); the whole model in 16 "
+            f"bits would be {everything * 2 / GIB:.0f} GiB."
         )
     smallest = next((size for size in GPU_SIZES_GB if parts["total"] <= size * 1e9), None)
     lines.append(
