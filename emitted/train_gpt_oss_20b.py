@@ -15,7 +15,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 373b5136beb0c500abd04632e17e16b866649a03b3a6c897232562a6fd10a9f5
+# mhgen-body-sha256: 1cf85ac1e7a7f360056455feaa6bc865298ba121b0fa32ed384f1327b9b6e2c0
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -96,7 +96,7 @@ EVAL_STEPS = 200  # default
 LOAD_IN_4BIT = True
 DTYPE = "bfloat16"
 USE_GRADIENT_CHECKPOINTING = True
-BATCHING = "padded"  # default
+BATCHING = "group_by_length"  # auto-detected
 OPTIM = "paged_adamw_8bit"  # auto-detected
 USE_LIGER_KERNEL = False  # default
 DISTRIBUTED_STRATEGY = "none"  # default
@@ -774,7 +774,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         weight_decay=WEIGHT_DECAY,
         max_grad_norm=MAX_GRAD_NORM,
         optim=optim,
-        train_sampling_strategy="random",  # seeded per epoch: --resume keeps the data order
+        # the order is LengthGroupedSampler's (the Trainer class below): seeded, resume-exact
         bf16=DTYPE == "bfloat16",
         fp16=DTYPE == "float16",
         activation_checkpointing=USE_GRADIENT_CHECKPOINTING,
@@ -899,6 +899,52 @@ def stop_on_signals():
                 self.stop(state, control, "while a checkpoint was written")
 
     return StopOnSignal()
+
+
+class LengthGroupedSampler:
+    """The training order: shuffled, then cut into batches of examples of similar length (less
+    padding), the batches shuffled again. Seeded by SEED and the epoch, so that --resume continues
+    in exactly the same order (transformers' own length grouping draws from the global random
+    state)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer at every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import random
+
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        window = 64 * self.batch_size  # sorted by length within windows of 64 batches
+        batches, rest = [], []
+        for start in range(0, len(order), window):
+            group = sorted(order[start : start + window], key=self.lengths.__getitem__)
+            whole = len(group) - len(group) % self.batch_size
+            batches += [group[i : i + self.batch_size] for i in range(0, whole, self.batch_size)]
+            rest += group[whole:]  # at the end, so that every batch before them stays whole
+        rng.shuffle(batches)  # so that the lengths do not rise and fall through an epoch
+        rest.sort(key=self.lengths.__getitem__)
+        return iter([i for batch in batches for i in batch] + rest)
+
+
+def trainer_class():
+    """SFTTrainer, taking its training order from LengthGroupedSampler."""
+    from trl import SFTTrainer
+
+    class Trainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):  # the Trainer's hook for the order
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return LengthGroupedSampler(lengths, PER_DEVICE_TRAIN_BATCH_SIZE, SEED)
+
+    return Trainer
 
 
 def parse_args() -> argparse.Namespace:
@@ -1029,7 +1075,6 @@ def main() -> None:
 
     from datasets import Dataset
     from transformers import set_seed
-    from trl import SFTTrainer
 
     on_gpu = check_device()
     set_seed(SEED)  # before the model: LoRA's initial weights come from this seed too
@@ -1041,7 +1086,7 @@ def main() -> None:
     )
     model = add_lora(load_model(on_gpu))
     stopper = stop_on_signals()
-    trainer = SFTTrainer(
+    trainer = trainer_class()(
         model=model,
         args=training_config(output_dir, args.max_steps, bool(eval_examples), on_gpu),
         train_dataset=Dataset.from_list(train_examples),

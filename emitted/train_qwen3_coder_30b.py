@@ -15,7 +15,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: d2d003c765e594aa0c6a6cf03b455cb81cc1923e59148d32ca322e0315deed38
+# mhgen-body-sha256: d96cd2a91b013e8105853c7131a756446603af4c2df6b9890674f18f8d84c5e0
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -91,7 +91,7 @@ EVAL_STEPS = 200  # default
 LOAD_IN_4BIT = True
 DTYPE = "bfloat16"
 USE_GRADIENT_CHECKPOINTING = True
-BATCHING = "padded"  # default
+BATCHING = "group_by_length"  # auto-detected
 OPTIM = "paged_adamw_8bit"  # auto-detected
 USE_LIGER_KERNEL = False  # default
 DISTRIBUTED_STRATEGY = "none"  # default
@@ -737,7 +737,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         weight_decay=WEIGHT_DECAY,
         max_grad_norm=MAX_GRAD_NORM,
         optim=optim,
-        train_sampling_strategy="random",  # seeded per epoch: --resume keeps the data order
+        # the order is LengthGroupedSampler's (the Trainer class below): seeded, resume-exact
         bf16=DTYPE == "bfloat16",
         fp16=DTYPE == "float16",
         activation_checkpointing=USE_GRADIENT_CHECKPOINTING,
@@ -862,6 +862,52 @@ def stop_on_signals():
                 self.stop(state, control, "while a checkpoint was written")
 
     return StopOnSignal()
+
+
+class LengthGroupedSampler:
+    """The training order: shuffled, then cut into batches of examples of similar length (less
+    padding), the batches shuffled again. Seeded by SEED and the epoch, so that --resume continues
+    in exactly the same order (transformers' own length grouping draws from the global random
+    state)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer at every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import random
+
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        window = 64 * self.batch_size  # sorted by length within windows of 64 batches
+        batches, rest = [], []
+        for start in range(0, len(order), window):
+            group = sorted(order[start : start + window], key=self.lengths.__getitem__)
+            whole = len(group) - len(group) % self.batch_size
+            batches += [group[i : i + self.batch_size] for i in range(0, whole, self.batch_size)]
+            rest += group[whole:]  # at the end, so that every batch before them stays whole
+        rng.shuffle(batches)  # so that the lengths do not rise and fall through an epoch
+        rest.sort(key=self.lengths.__getitem__)
+        return iter([i for batch in batches for i in batch] + rest)
+
+
+def trainer_class():
+    """SFTTrainer, taking its training order from LengthGroupedSampler."""
+    from trl import SFTTrainer
+
+    class Trainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):  # the Trainer's hook for the order
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return LengthGroupedSampler(lengths, PER_DEVICE_TRAIN_BATCH_SIZE, SEED)
+
+    return Trainer
 
 
 def parse_args() -> argparse.Namespace:
@@ -992,7 +1038,6 @@ def main() -> None:
 
     from datasets import Dataset
     from transformers import set_seed
-    from trl import SFTTrainer
 
     on_gpu = check_device()
     set_seed(SEED)  # before the model: LoRA's initial weights come from this seed too
@@ -1004,7 +1049,7 @@ def main() -> None:
     )
     model = add_lora(load_model(on_gpu))
     stopper = stop_on_signals()
-    trainer = SFTTrainer(
+    trainer = trainer_class()(
         model=model,
         args=training_config(output_dir, args.max_steps, bool(eval_examples), on_gpu),
         train_dataset=Dataset.from_list(train_examples),

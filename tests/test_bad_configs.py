@@ -307,11 +307,11 @@ CASES = [
         ['{f}:5:3: $.lora_target_modules: ["q_proj", "q_proj"] lists an entry twice'],
     ),
     (
-        "padding_free_sdpa.json",
-        doc(',\n  "batching": "padding_free"'),
+        "batching_packed.json",
+        doc(',\n  "batching": "packed"'),
         [
-            '{f}:5:3: $.batching: padding_free needs "attn_implementation": "flash_attention_2"; '
-            "with any other attention the concatenated examples would attend to each other"
+            '{f}:5:3: $.batching: "packed" is not one of "auto", "group_by_length", "padded", '
+            '"padding_free"'
         ],
     ),
     (
@@ -319,8 +319,8 @@ CASES = [
         '{"base_model": "openai/gpt-oss-20b", "chat_template": "auto", "system_prompt": "", '
         '"batching": "padding_free", "attn_implementation": "flash_attention_2"}',
         [
-            "{f}:1:84: $.batching: padding_free is not safe for gpt-oss: its forward does not pass "
-            "position ids to the attention mask, so concatenated examples would attend to each other; "
+            "{f}:1:84: $.batching: padding_free is not safe for gpt-oss: its attention mask "
+            "ignores the position ids, so concatenated examples would attend to each other; "
             'use "group_by_length"'
         ],
     ),

@@ -158,22 +158,29 @@ def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
     full = compile_config(write_config(tmp_path, {**MINIMAL, "load_in_4bit": False}, "b.json")).text
     assert 'OPTIM = "paged_adamw_8bit"  # auto-detected\n' in four
     assert 'OPTIM = "adamw_torch_fused"  # auto-detected\n' in full
-    assert 'train_sampling_strategy="random"' in four  # the default: resume-exact
-    grouped = {**MINIMAL, "batching": "group_by_length"}
-    assert (
-        'train_sampling_strategy="group_by_length"'
-        in compile_config(write_config(tmp_path, grouped, "g.json")).text
-    )
+    # the default: length-grouped batches, in the script's own seeded order
+    assert 'BATCHING = "group_by_length"  # auto-detected\n' in four
+    assert "return LengthGroupedSampler(lengths, PER_DEVICE_TRAIN_BATCH_SIZE, SEED)" in four
+    assert "train_sampling_strategy" not in four and "trainer = trainer_class()(" in four
+    padded = compile_config(write_config(tmp_path, {**MINIMAL, "batching": "padded"}, "p.json"))
+    assert 'train_sampling_strategy="random"' in padded.text  # seeded by accelerate: resume-exact
+    assert "LengthGroupedSampler" not in padded.text
     assert 'activation_checkpointing_kwargs={"use_reentrant": False}' in four
-    fa2 = {
-        **MINIMAL,
-        "batching": "padding_free",
-        "attn_implementation": "flash_attention_2",
-        "use_liger_kernel": True,
-    }
+    fa2 = {**MINIMAL, "attn_implementation": "flash_attention_2", "use_liger_kernel": True}
     text = compile_config(write_config(tmp_path, fa2, "c.json")).text
-    assert "padding_free=True" in text and "train_sampling_strategy" not in text
+    assert 'BATCHING = "padding_free"  # auto-detected\n' in text  # with flash attention
+    assert "padding_free=True," in text and "max_length=None," in text
     assert "use_liger_kernel=on_gpu" in text and '"liger-kernel>=0.6"' in text
+    oss = {
+        **MINIMAL,
+        "base_model": "openai/gpt-oss-20b",
+        "attn_implementation": "flash_attention_2",
+    }
+    text = compile_config(write_config(tmp_path, oss, "o.json")).text
+    assert 'BATCHING = "group_by_length"  # auto-detected\n' in text  # never padding_free
+    selective = {**MINIMAL, "selective_checkpointing": True}
+    text = compile_config(write_config(tmp_path, selective, "s.json")).text
+    assert 'activation_checkpointing_kwargs={"use_reentrant": False, "selective": True}' in text
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"])

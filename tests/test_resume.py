@@ -332,3 +332,20 @@ def test_under_ddp_a_signal_on_one_process_stops_all_at_the_same_step(tmp_path, 
     assert "stopped at step 1; continue with --resume" in output
     assert steps_of(tmp_path / "out") == [1]
     assert "trainer_state.json" in {p.name for p in (tmp_path / "out" / "checkpoint-1").iterdir()}
+
+
+@pytest.mark.parametrize("batching", ["group_by_length", "padding_free"])
+def test_resume_is_exact_with_every_batching(tmp_path, setup, batching):
+    """Stopped mid-epoch (after step 3 of 2-step epochs) and resumed: the order of the examples
+    is the same as an uninterrupted run's, so is the adapter."""
+    model, data = setup
+    settings = {**SHORT, "batching": batching}
+    straight = run(script_for(tmp_path / "a", model, data, **settings))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    script = script_for(tmp_path / "b", model, data, **settings)
+    stopped = run(script, inject="on_step_end:3:1")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    resumed = run(script, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert trained_range(resumed.stdout) == (4, 6)
+    assert_same_adapter(tmp_path / "a" / "out", tmp_path / "b" / "out")

@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="estimated peak GPU memory, and which GPUs the run fits")
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--gpu-memory", type=_gigabytes, metavar="GB", help="judge this size only")
+    p.add_argument(
+        "--tokens-per-example",
+        type=_positive_int,
+        metavar="N",
+        help="the data's mean example length (padding_free memory follows the real tokens)",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("formats", help="each chat format with a rendered example")
@@ -283,7 +289,8 @@ def cmd_plan(args) -> int:
     (compiled,) = _compile_all([args.config], quiet=True)
     model = compiled.source.model
     config = model.config if model is not None else None
-    sys.stdout.write(report(dict(compiled.plan.values), args.gpu_memory, config))
+    values = dict(compiled.plan.values)
+    sys.stdout.write(report(values, args.gpu_memory, config, args.tokens_per_example))
     return 0
 
 
@@ -376,6 +383,12 @@ def cmd_new(args) -> int:
 
 
 # --- helpers
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
 
 
 def _gigabytes(text: str) -> float:

@@ -41,6 +41,9 @@ class Family:
     attn_implementation: str | None = "sdpa"  # None: transformers chooses
     moe: bool = False
     model_types: tuple[str, ...] = ()  # config.json model_type values of this family
+    # Whether concatenated examples stay apart by their position ids alone (padding_free): proven
+    # per family in tests/test_batching.py; gpt-oss's attention mask ignores them.
+    padding_free: bool = True
     rule: str = ""  # why a name lands here, shown by `mhgen explain`
     # A family whose own template adds to its chat format (Qwen3's thinking block to ChatML)
     # names the variant; formats/<format>-<variant>.py.j2 renders it.
@@ -58,6 +61,7 @@ FAMILIES: tuple[Family, ...] = (
         attn_implementation="eager",
         moe=True,
         model_types=("gpt_oss",),
+        padding_free=False,
         rule="gpt-oss or openai -> harmony (seed rule); attention sinks need eager attention",
     ),
     Family(
@@ -144,6 +148,7 @@ UNKNOWN = Family(
     "",
     ("all-linear",),
     attn_implementation=None,
+    padding_free=False,  # not proven
     rule="no family matched -> chatml (seed rule), LoRA on all linear layers, attention chosen "
     "by transformers",
 )

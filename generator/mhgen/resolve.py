@@ -149,6 +149,10 @@ def resolve(source: Source) -> Plan:
     for key, value in derived.items():
         if key not in values or values[key] == "auto":
             values[key], origins[key] = value, "auto" if key != "output_dir" else "derived"
+    if values["batching"] == "auto":
+        free = values["attn_implementation"] == "flash_attention_2" and family.padding_free
+        values["batching"] = "padding_free" if free else "group_by_length"
+        origins["batching"] = "auto"
     if values["optim"] == "auto":
         values["optim"] = "paged_adamw_8bit" if values["load_in_4bit"] else "adamw_torch_fused"
         origins["optim"] = "auto"

@@ -114,8 +114,10 @@ def _config(family: str, vocab_size: int, tokenizer):
         "bos_token_id": tokenizer.bos_token_id,
         "tie_word_embeddings": False,
     }
-    if family in ("qwen3", "qwen2", "unknown"):
+    if family in ("qwen3", "unknown"):
         config = transformers.Qwen3Config(**common, intermediate_size=128, head_dim=16)
+    elif family == "qwen2":
+        config = transformers.Qwen2Config(**common, intermediate_size=128)
     elif family in ("qwen3-moe", "qwen3-coder"):
         config = transformers.Qwen3MoeConfig(
             **common,

@@ -223,21 +223,23 @@ def semantic(source: Source) -> list[Diagnostic]:
         )
     if get("dtype") == "float16" and family.name == "gpt-oss":
         warn("dtype", "gpt-oss was trained in bfloat16; float16 overflows in its activations")
-    if get("batching") == "padding_free" and family.name == "gpt-oss":
+    if get("batching") == "padding_free" and family.name == "gpt-oss":  # (families.padding_free)
         why = (
-            "padding_free is not safe for gpt-oss: its forward does not pass position ids to the "
-            "attention mask, so concatenated examples would attend to each other; "
-            'use "group_by_length"'
+            "padding_free is not safe for gpt-oss: its attention mask ignores the position ids, so "
+            'concatenated examples would attend to each other; use "group_by_length"'
         )
         out.append(source.diagnostic(("batching",), why))
-    elif get("batching") == "padding_free" and get("attn_implementation") != "flash_attention_2":
-        out.append(
-            source.diagnostic(
-                ("batching",),
-                'padding_free needs "attn_implementation": "flash_attention_2"; with any other '
-                "attention the concatenated examples would attend to each other",
-            )
+    elif get("batching") == "padding_free" and family is families.UNKNOWN:
+        warn(
+            "batching",
+            "padding_free is proven exact for the Qwen3, Qwen2, Llama, Mistral and Qwen3-MoE "
+            "families (their attention keeps concatenated examples apart by position ids), not "
+            "for this model: check that it does, or use group_by_length",
         )
+    if get("selective_checkpointing") and not get("use_gradient_checkpointing"):
+        warn("selective_checkpointing", "has no effect without use_gradient_checkpointing")
+    elif get("selective_checkpointing") and family.attn_implementation == "eager":
+        warn("selective_checkpointing", f"has no effect with {family.name}'s eager attention")
     if family.moe and get("load_in_4bit"):
         _moe_4bit(source, get, family, out)
     if get("num_processes") > 1 and get("distributed_strategy") == "none":
