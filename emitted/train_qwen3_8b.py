@@ -15,7 +15,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 9453d8fc264a46c0b4926567fea3eca31ef85813597d76aaba581e8d2aba385e
+# mhgen-body-sha256: 7a73d7078f1a9c616573974a3ed35adceafbfb54b927ba4d35b6ba876bac1b73
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -45,6 +45,7 @@ import os
 import shutil
 import signal
 import sys
+import zipfile
 from pathlib import Path
 
 # --- model
@@ -93,6 +94,10 @@ LOGGING_STEPS = 10  # default
 SAVE_STEPS = 200  # default
 SAVE_TOTAL_LIMIT = 2  # default
 EVAL_STEPS = 200  # default
+STOP_ON_NAN = True  # default
+# estimated by mhgen from the model's shapes: LoRA's weights in float32 and their optimizer state
+CHECKPOINT_BYTES = 328990720
+ADAPTER_BYTES = 241696768
 
 # --- memory and distribution
 LOAD_IN_4BIT = True
@@ -103,9 +108,12 @@ OPTIM = "paged_adamw_8bit"  # auto-detected
 USE_LIGER_KERNEL = False  # default
 DISTRIBUTED_STRATEGY = "none"  # default
 NUM_PROCESSES = 1  # default
+ESTIMATED_PEAK_GIB = 9.5  # mhgen plan: this config's peak GPU memory
 
 CONFIG_SHA256 = "f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d"
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
+EXIT_NOT_FINITE = 3  # exit status when stop_on_nan stops the run
+EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
 
 
 # --- chat format: ChatML with Qwen3's thinking block, as Qwen/Qwen3-8B's chat template renders it
@@ -655,17 +663,119 @@ class LengthGroupedSampler:
         return iter([i for batch in batches for i in batch] + rest)
 
 
+class NotFinite(Exception):
+    """The loss or its gradient is not a finite number (stop_on_nan)."""
+
+
+STAGING = ".checkpoint-in-progress"  # where a checkpoint is written before it is renamed in place
+
+
 def trainer_class():
-    """SFTTrainer, taking its training order from LengthGroupedSampler."""
+    """SFTTrainer with what a long run on a rented GPU needs: checkpoints that are whole or not
+    there at all, a stop at the first loss or gradient that is not finite, and the shape of the
+    batch an out-of-memory error hit; its training order is LengthGroupedSampler's."""
+    import math
+
+    import torch
     from trl import SFTTrainer
 
     class Trainer(SFTTrainer):
+        batch_shape = None  # of the micro-batch being trained, for the out-of-memory message
+        staging = False
+
         def _get_train_sampler(self, train_dataset=None):  # the Trainer's hook for the order
             dataset = self.train_dataset if train_dataset is None else train_dataset
             lengths = [len(ids) for ids in dataset["input_ids"]]
             return LengthGroupedSampler(lengths, PER_DEVICE_TRAIN_BATCH_SIZE, SEED)
 
+        finite_loss = True  # every micro-batch of the step being trained had a finite loss
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            self.batch_shape = "a micro-batch", tuple(inputs["input_ids"].shape)
+            loss = super().training_step(model, inputs, *args, **kwargs)
+            self.finite_loss = self.finite_loss and bool(torch.isfinite(loss))
+            return loss
+
+        def prediction_step(self, model, inputs, *args, **kwargs):
+            self.batch_shape = "an evaluation batch", tuple(inputs["input_ids"].shape)
+            return super().prediction_step(model, inputs, *args, **kwargs)
+
+        def _get_grad_norm(self, model, grad_norm=None):  # before every optimizer step
+            grad_norm = super()._get_grad_norm(model, grad_norm)
+            if STOP_ON_NAN:
+                # 2: a loss, 1: the gradient (float16's loss scaler skips such a step itself)
+                bad = 0 if self.finite_loss else 2
+                if not bad and self.accelerator.scaler is None:
+                    bad = 0 if math.isfinite(float(grad_norm)) else 1
+                flag = torch.tensor(bad, device=self.args.device)
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                if flag.item():  # every process stops at the same step
+                    what = "the loss" if flag.item() == 2 else "the gradient norm"
+                    raise NotFinite(f"{what} is not finite at step {self.state.global_step + 1}")
+            self.finite_loss = True
+            return grad_norm
+
+        def _get_output_dir(self, trial):  # where Trainer puts a checkpoint while it writes it
+            output_dir = super()._get_output_dir(trial)
+            return os.path.join(output_dir, STAGING) if self.staging else output_dir
+
+        def _save_checkpoint(self, model, trial):
+            """Trainer's checkpoint, written into STAGING and renamed into place once every file
+            is on disk (a kill mid-save leaves no checkpoint that looks whole); then the newest
+            SAVE_TOTAL_LIMIT are kept."""
+            output_dir = Path(self.args.output_dir)
+            if self.is_world_process_zero():
+                shutil.rmtree(output_dir / STAGING, ignore_errors=True)  # a killed save's
+            self.staging = True
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.staging = False
+            self.accelerator.wait_for_everyone()  # every process has written its part
+            if self.is_world_process_zero():
+                name = f"checkpoint-{self.state.global_step}"
+                promote(output_dir / STAGING / name, output_dir / name)
+                whole = [c for c in checkpoints(output_dir) if not damage(c)]
+                for old in whole[:-SAVE_TOTAL_LIMIT]:  # a damaged one is left as it is
+                    discard(old)
+            self.accelerator.wait_for_everyone()
+
     return Trainer
+
+
+def flushed(path: Path) -> None:
+    """Everything written to ``path`` (a file, or a folder and the files in it) is on disk."""
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if item.is_dir() and os.name != "posix":  # only POSIX can sync a folder's entries
+            continue
+        fd = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def promote(staged: Path, target: Path) -> None:
+    """Rename a fully written ``staged`` file or folder to ``target`` in one step, replacing it."""
+    flushed(staged)
+    if target.is_dir():  # the same step saved again (a stopped run): the new one wins
+        old = staged.with_name(staged.name + ".old")
+        os.replace(target, old)
+        os.replace(staged, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(staged, target)
+    flushed(target.parent)
+
+
+def discard(checkpoint: Path) -> None:
+    """Delete a checkpoint folder: first out of sight in one rename, so that a kill while it is
+    deleted leaves no half of it that looks like a checkpoint."""
+    gone = checkpoint.parent / STAGING / (checkpoint.name + ".deleted")
+    gone.parent.mkdir(exist_ok=True)
+    os.replace(checkpoint, gone)
+    shutil.rmtree(gone)
 
 
 def parse_args() -> argparse.Namespace:
@@ -679,22 +789,53 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+FINGERPRINT_WHOLE = 256 << 20  # bytes: a data file up to this size is hashed whole
+
+
 def fingerprint(path: Path) -> str:
-    """The sha256 of a data file: --resume checks that the data is what the run started with."""
+    """What identifies a data file's content: its sha256, or for a larger file its size,
+    line count and the sha256 of its first and last MiB (hashing gigabytes on every start would
+    cost minutes). --resume checks that the data is what the run started with."""
     import hashlib
 
-    digest = hashlib.sha256()
+    size = path.stat().st_size
     with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        if size <= FINGERPRINT_WHOLE:
+            digest = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+            return "sha256:" + digest.hexdigest()
+        head = hashlib.sha256(f.read(1 << 20)).hexdigest()
+        f.seek(size - (1 << 20))
+        tail = hashlib.sha256(f.read()).hexdigest()
+        f.seek(0)
+        lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
+    return f"size:{size} lines:{lines} head-sha256:{head} tail-sha256:{tail}"
 
 
-def run_inputs(args: argparse.Namespace) -> dict:
+def tokenizer_fingerprint(tokenizer) -> str:
+    """The sha256 of everything that decides the tokenizer's tokens: its vocabulary, merges and
+    rules, special tokens and chat template."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    rules = (
+        backend.to_str()
+        if backend is not None
+        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    )
+    extra = json.dumps(
+        [tokenizer.special_tokens_map, tokenizer.chat_template], sort_keys=True, default=str
+    )
+    return "sha256:" + hashlib.sha256((rules + extra).encode("utf-8")).hexdigest()
+
+
+def run_inputs(args: argparse.Namespace, tokenizer) -> dict:
     """What a run depends on besides the constants; --resume needs all of it unchanged."""
-    inputs = {"data": args.data, "data_sha256": fingerprint(Path(args.data))}
+    inputs = {"data": args.data, "data_fingerprint": fingerprint(Path(args.data))}
     if EVAL_DATASET_PATH is not None:
-        inputs["eval_data_sha256"] = fingerprint(Path(EVAL_DATASET_PATH))
+        inputs["eval_data_fingerprint"] = fingerprint(Path(EVAL_DATASET_PATH))
+    inputs["tokenizer_fingerprint"] = tokenizer_fingerprint(tokenizer)
     inputs["max_steps"] = args.max_steps
     return inputs
 
@@ -705,21 +846,44 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[11:]))
 
 
+def damage(checkpoint: Path) -> str:
+    """Why a checkpoint cannot be resumed from ("" when it is whole). The script writes each one
+    whole or not at all; this finds those an older script or a damaged disk left behind."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its trainer_state.json is missing or cut short"
+    adapter = checkpoint / "adapter_model.safetensors"
+    try:
+        with adapter.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        if adapter.stat().st_size < 8 + size + max(ends, default=0):
+            return "its adapter_model.safetensors is cut short"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its adapter_model.safetensors is missing or damaged"
+    optimizer = checkpoint / "optimizer.pt"
+    if optimizer.exists() and not zipfile.is_zipfile(optimizer):  # torch.save writes a zip
+        return "its optimizer.pt is cut short"
+    return ""
+
+
 def check_output_dir(output_dir: Path, inputs: dict, resume: bool, overwrite: bool) -> Path | None:
     """Never replace a run, mix two configs in one folder, or resume on other data by accident.
-    Returns the checkpoint to resume from."""
+    Returns the checkpoint to resume from: the newest whole one."""
     if resume and overwrite:
         sys.exit("error: --resume continues the run in the output folder, --overwrite replaces it")
     if overwrite:
         return None
     record, saved = output_dir / "mhgen_run.json", checkpoints(output_dir)
     if not record.is_file():
-        if resume:
-            sys.exit(f"error: {output_dir} holds no run to resume; run without --resume")
         if saved:
             sys.exit(
                 f"error: {output_dir} holds checkpoints of no known run; --overwrite replaces them"
             )
+        if resume:  # killed before it saved anything: the same command starts it
+            say(f"{output_dir} holds no run to resume yet: starting at step 1")
         return None
     previous = json.loads(record.read_text(encoding="utf-8"))
     if previous.get("config_sha256") != CONFIG_SHA256:
@@ -733,28 +897,40 @@ def check_output_dir(output_dir: Path, inputs: dict, resume: bool, overwrite: bo
                 "--resume to continue it or --overwrite to start over"
             )
         return None
-    if not saved:
-        sys.exit(f"error: {output_dir} has no checkpoint to resume from; run without --resume")
+    contents = {"data_fingerprint": "training data", "eval_data_fingerprint": "evaluation data"}
     for key, value in inputs.items():
         before = previous.get("inputs", {}).get(key)
         if before != value:
+            change = f"{key} changed: {before} -> {value}"
+            if key in contents:
+                change = f"the content of the {contents[key]} changed"
+            elif key == "tokenizer_fingerprint":
+                change = "the tokenizer changed (its vocabulary, special tokens or chat template)"
             sys.exit(
-                f"error: --resume needs the inputs the run started with, and {key} changed: "
-                f"{before} -> {value}; restore it, or pass --overwrite to start over"
+                f"error: --resume needs the inputs the run started with, and {change}; "
+                "restore it, or pass --overwrite to start over"
             )
-    return saved[-1]
+    for checkpoint in reversed(saved):
+        why = damage(checkpoint)
+        if not why:
+            return checkpoint
+        say(f"skipping {checkpoint.name}: {why} (it is left as it is)")
+    say(f"{output_dir} holds no whole checkpoint yet: starting at step 1")
+    return None
 
 
 def write_record(output_dir: Path, inputs: dict, finished: bool, metrics=None, log=None) -> None:
-    """mhgen_run.json: this script's settings and inputs, whether the run finished, its metrics."""
+    """mhgen_run.json: this script's settings and inputs, whether the run finished, its metrics.
+    Written whole or not at all (a rename), so a finished record means a whole adapter."""
     constants = {k: v for k, v in globals().items() if k.isupper()}
     record = {"config_sha256": CONFIG_SHA256, "finished": finished, "inputs": inputs}
     record["config"] = constants
     if metrics is not None:
         record["metrics"], record["log_history"] = metrics, log
     output_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=2, ensure_ascii=False)
-    (output_dir / "mhgen_run.json").write_text(text + "\n", encoding="utf-8")
+    staged = output_dir / ".mhgen_run.json.tmp"
+    staged.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    promote(staged, output_dir / "mhgen_run.json")
 
 
 def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -768,6 +944,98 @@ def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
     return shuffled[n_eval:], shuffled[:n_eval]
 
 
+def fail(message: str, code: int, trainer=None) -> None:
+    """Stop every process with ``code``; the main one says why, in one line, the last one (after
+    the trainer's progress bars, closed first)."""
+    for callback in trainer.callback_handler.callbacks if trainer is not None else []:
+        for name in ("training_bar", "prediction_bar"):  # transformers' ProgressCallback
+            if getattr(callback, name, None) is not None:
+                getattr(callback, name).close()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def check_disk(output_dir: Path) -> None:
+    """Stop before anything loads if output_dir's disk cannot hold what the run writes: the
+    checkpoints it keeps, one more while it is written, and the adapter."""
+    needed = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES + ADAPTER_BYTES
+    folder = output_dir.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        sys.exit(
+            f"error: {folder} has {free / 2**30:.2f} GiB free and the run writes up to "
+            f"{needed / 2**30:.2f} GiB ({SAVE_TOTAL_LIMIT} + 1 checkpoints of "
+            f"{CHECKPOINT_BYTES / 2**30:.2f} GiB and the adapter): free some space, lower "
+            "save_total_limit, or pass another --output-dir"
+        )
+
+
+def out_of_memory(batch) -> str:
+    """What to change when the GPU ran out of memory on ``batch`` (what it was, its shape), or
+    while the model loaded (None)."""
+    import torch
+
+    where = "while loading the model"
+    if batch is not None:
+        kind, (rows, tokens) = batch
+        where = f"on {kind} of {rows} x {tokens} tokens"
+    facts = [f"mhgen plan estimated {ESTIMATED_PEAK_GIB} GiB for this config"]
+    if torch.cuda.is_available():
+        facts.append(
+            f"the GPU has {torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB"
+        )
+    held = f" ({', '.join(facts)})" if facts else ""
+    advice = "lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
+    advice += "effective batch) or max_seq_length"
+    if not USE_GRADIENT_CHECKPOINTING:
+        advice += ", or turn on use_gradient_checkpointing"
+    if not LOAD_IN_4BIT:
+        advice += ", or turn on load_in_4bit"
+    return (
+        f"error: the GPU ran out of memory {where}{held}; {advice}; "
+        "`mhgen plan CONFIG --gpu-memory GB` shows what fits"
+    )
+
+
+def not_finite(reason: str, output_dir: Path) -> str:
+    """What to do when a step's loss or gradient is not finite; nothing of that step was applied."""
+    whole = [c for c in checkpoints(output_dir) if not damage(c)]
+    newest = f"{whole[-1].name} is the newest checkpoint" if whole else "no checkpoint is saved yet"
+    return (
+        f"error: {reason}, before the optimizer applied it: the learning rate may be too high "
+        "(learning_rate), float16 may overflow (dtype: bfloat16 does not), or that step's data "
+        f'is broken; {newest} (--resume retries from it; "stop_on_nan": false trains on)'
+    )
+
+
+def save_adapter(trainer, tokenizer, output_dir: Path) -> None:
+    """The LoRA adapter (not the base weights) and the tokenizer into output_dir, each file
+    renamed into place once it is written whole."""
+    staged = output_dir / STAGING / "adapter"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staged, ignore_errors=True)
+    trainer.save_model(str(staged))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(staged))
+        for file in sorted(staged.iterdir()):
+            promote(file, output_dir / file.name)
+        shutil.rmtree(output_dir / STAGING)
+
+
+def part_ways(trainer) -> None:
+    """Under torchrun: every process waits until the main one has written everything, then
+    leaves the process group (one that exits while its group still runs can abort, and torchrun
+    then kills the others)."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
+
 def main() -> None:
     args = parse_args()
     conversations = read_conversations(Path(args.data))
@@ -778,8 +1046,9 @@ def main() -> None:
         check_chat_template(tokenizer, conversations)
         return
     check_chat_template(tokenizer, conversations)
-    output_dir, inputs = Path(args.output_dir), run_inputs(args)
+    output_dir, inputs = Path(args.output_dir), run_inputs(args, tokenizer)
     checkpoint = check_output_dir(output_dir, inputs, args.resume, args.overwrite)
+    check_disk(output_dir)
     require("accelerate", "bitsandbytes", "datasets", "peft", "torch", "transformers", "trl")
     examples, stats = build_examples(tokenizer, conversations)
     say(describe(stats, len(examples)))
@@ -794,6 +1063,7 @@ def main() -> None:
     else:
         train_examples, eval_examples = split_eval(examples)
 
+    import torch
     from datasets import Dataset
     from transformers import set_seed
 
@@ -805,7 +1075,10 @@ def main() -> None:
         f"effective batch: {per_device} per device x {accumulation} accumulation steps x "
         f"{world} processes = {per_device * accumulation * world} sequences per optimizer step"
     )
-    model = add_lora(load_model(on_gpu))
+    try:
+        model = add_lora(load_model(on_gpu))
+    except torch.OutOfMemoryError:
+        fail(out_of_memory(None), EXIT_OUT_OF_MEMORY)
     stopper = stop_on_signals()
     trainer = trainer_class()(
         model=model,
@@ -822,7 +1095,7 @@ def main() -> None:
             parameter.data = parameter.data.float()
     if args.overwrite and trainer.is_world_process_zero():
         for folder in checkpoints(output_dir):  # the replaced run's: --resume must never take one
-            shutil.rmtree(folder)
+            discard(folder)
     if trainer.is_world_process_zero():
         write_record(output_dir, inputs, finished=False)
     if checkpoint is not None:
@@ -832,20 +1105,25 @@ def main() -> None:
     except StopRequested:  # a signal during an evaluation: save the step it followed
         if stopper.saved_step < trainer.state.global_step:
             trainer._save_checkpoint(trainer.model_wrapped, trial=None)  # as Trainer saves one
+    except NotFinite as exc:
+        fail(not_finite(str(exc), output_dir), EXIT_NOT_FINITE, trainer)
+    except torch.OutOfMemoryError:
+        fail(out_of_memory(trainer.batch_shape), EXIT_OUT_OF_MEMORY, trainer)
     if stopper.signal_number:
         step = trainer.state.global_step
         if step:
             say(f"stopped at step {step}; continue with --resume")
         else:
             say("stopped before the first optimizer step; nothing is saved")
+        part_ways(trainer)
         sys.exit(128 + stopper.signal_number)
-    trainer.save_model(str(output_dir))  # the LoRA adapter, not the base weights
+    save_adapter(trainer, tokenizer, output_dir)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(output_dir))
         log = trainer.state.log_history
         write_record(output_dir, inputs, finished=True, metrics=result.metrics, log=log)
         first, last = stopper.first_step, trainer.state.global_step
         say(f"adapter saved to {output_dir} (this run trained steps {first} to {last})")
+    part_ways(trainer)
 
 
 if __name__ == "__main__":

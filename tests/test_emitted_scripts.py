@@ -64,7 +64,17 @@ def test_shape(script):
             node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
         )
     }
-    allowed = {"argparse", "functools", "json", "os", "pathlib", "shutil", "signal", "sys"}
+    allowed = {
+        "argparse",
+        "functools",
+        "json",
+        "os",
+        "pathlib",
+        "shutil",
+        "signal",
+        "sys",
+        "zipfile",
+    }
     assert top_imports <= allowed
 
 

@@ -21,92 +21,26 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require, write_config
-from mhgen.pipeline import compile_config
-from mhgen.write import write
+from conftest import require
+from runs import (
+    ENV,
+    STEPS,
+    TESTS,
+    assert_same_adapter,
+    record,
+    run,
+    script_for,
+    steps_of,
+    tiny_model_and_data,
+    trained_range,
+)
 
 require("trl")
-STEPS = 120
-INJECT = Path(__file__).with_name("inject_signal.py")
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from mhgen import tiny
-
-    root = tmp_path_factory.mktemp("resume")
-    model = tiny.build("qwen3", "chatml", root / "Qwen3-8B")
-    data = root / "train.jsonl"
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"Count to {i}."},
-                {"role": "assistant", "content": " ".join(map(str, range(i)))},
-            ]
-        }
-        for i in range(2, 18)
-    ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return model, data
-
-
-def script_for(directory, model, data, **settings):
-    config = {
-        "base_model": str(model), "chat_template": "auto", "system_prompt": "", "dataset_path": str(data),
-        "output_dir": "out", "max_seq_length": 128, "lora_rank": 4, "lora_alpha": 8,
-        "lora_dropout": 0.1, "learning_rate": 0.001, "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 2, "logging_steps": 10, "save_steps": 1000, "max_steps": STEPS,
-        "load_in_4bit": False, "dtype": "float32", **settings,
-    }  # fmt: skip
-    directory.mkdir(parents=True, exist_ok=True)
-    compiled = compile_config(write_config(directory, config))
-    path = directory / compiled.plan.script_name
-    write(path, compiled.text)
-    return path
-
-
-def run(script, *args, inject: str | None = None, timeout=300):
-    """The script, or the script with a signal injected at a trainer event (inject_signal.py)."""
-    command = [sys.executable, str(script), *args]
-    if inject:
-        command.insert(1, str(INJECT))
-    env = {**ENV, "INJECT_SIGNAL": inject} if inject else ENV
-    return subprocess.run(
-        command, cwd=script.parent, capture_output=True, text=True, env=env, timeout=timeout
-    )
-
-
-def adapter(out_dir):
-    from safetensors.torch import load_file
-
-    return load_file(out_dir / "adapter_model.safetensors")
-
-
-def assert_same_adapter(a_dir, b_dir):
-    import torch
-
-    a, b = adapter(a_dir), adapter(b_dir)
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
-    # and the adapter really moved away from its initialisation
-    assert any(t.abs().max() > 1e-3 for k, t in a.items() if "lora_B" in k)
-
-
-def steps_of(out_dir) -> list[int]:
-    return [int(p.name.split("-")[1]) for p in sorted(Path(out_dir).glob("checkpoint-*"))]
-
-
-def record(out_dir) -> dict:
-    return json.loads((Path(out_dir) / "mhgen_run.json").read_text())
-
-
-def trained_range(output: str) -> tuple[int, int]:
-    """The steps the process itself trained, as the script reports them on finishing."""
-    found = re.search(r"this run trained steps (\d+) to (\d+)\)", output)
-    assert found, output[-2000:]
-    return int(found.group(1)), int(found.group(2))
+    return tiny_model_and_data(tmp_path_factory.mktemp("resume"))
 
 
 def test_sigterm_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, setup):
@@ -289,12 +223,16 @@ def test_resume_with_another_step_count_is_refused(stopped):
     )
 
 
-def test_resume_without_a_checkpoint_says_so(tmp_path, setup):
+def test_resume_with_nothing_saved_yet_starts_the_run(tmp_path, setup):
+    """A spot machine's restart command is always the same: --resume also starts a run that
+    was killed before it saved anything, saying so."""
     model, data = setup
-    script = script_for(tmp_path, model, data)
+    script = script_for(tmp_path, model, data, max_steps=2)
     proc = run(script, "--resume")
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == "error: out holds no run to resume; run without --resume"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "out holds no run to resume yet: starting at step 1\n" in proc.stdout
+    assert trained_range(proc.stdout) == (1, 2)
+    assert record(tmp_path / "out")["finished"] is True
 
 
 def test_ctrl_c_through_mhgen_run_checkpoints_and_passes_the_exit_code_on(tmp_path, setup):
@@ -323,7 +261,7 @@ def test_under_ddp_a_signal_on_one_process_stops_all_at_the_same_step(tmp_path, 
     # only rank 1 gets the signal, inside step 2; without agreeing on it, rank 0 would wait in
     # the next gradient all-reduce until the process group's timeout
     proc = subprocess.run(
-        [*command, str(INJECT), str(script)],
+        [*command, str(TESTS / "inject_signal.py"), str(script)],
         cwd=tmp_path, capture_output=True, text=True, timeout=180,
         env={**ENV, "INJECT_SIGNAL": "on_substep_end:5:1:1"},
     )  # fmt: skip

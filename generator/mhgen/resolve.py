@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from . import __version__, families
+from . import __version__, families, vram
 from .load import Source, canonical_sha256
 from .schema import defaults, properties
 
@@ -39,6 +39,10 @@ class Plan:
     identity: families.Identity  # the model's family, and whether its config.json or name said so
     notes: tuple[str, ...]  # one string per note; "label: text" for a notes object
     dependencies: tuple[str, ...]
+    # mhgen plan's figures for the script's messages and checks (None: the shapes are unknown)
+    peak_gib: float | None = None  # peak GPU memory with the CUDA context
+    checkpoint_bytes: int | None = None
+    adapter_bytes: int | None = None
 
     @property
     def family(self) -> families.Family:
@@ -170,7 +174,14 @@ def resolve(source: Source) -> Plan:
         deps += (DEEPSPEED,)
     if values["use_liger_kernel"]:
         deps += (LIGER,)
+    shape = vram.shape_for(values["base_model"], source.model.config if source.model else None)
+    figures = {}
+    if shape is not None:
+        checkpoint, adapter = vram.disk_bytes(values, shape)
+        peak = round(vram.estimate(values, shape)["total"] / vram.GIB, 1)
+        figures = {"peak_gib": peak, "checkpoint_bytes": checkpoint, "adapter_bytes": adapter}
     return Plan(
+        **figures,
         mhgen_version=__version__,
         config_sha256=canonical_sha256(data),
         slug=name,

@@ -165,7 +165,6 @@ def estimate(
     padding_free = values.get("batching") == "padding_free"
     t = b * min(example_tokens or s, s) if padding_free else b * s  # tokens of a micro-batch
     h, layers = shape.hidden, shape.layers
-    linears = _linears(shape)
     linear_weights, expert_weights, other = _weight_counts(shape)
     if values["load_in_4bit"] and fp32_upcast:  # mhgen 0.1.0's layout (see the module docstring)
         weights = linear_weights * NF4_BYTES + (expert_weights + other) * 4
@@ -174,13 +173,8 @@ def estimate(
     else:
         weights = (linear_weights + expert_weights + other) * 2
 
-    targets = values["lora_target_modules"]
-    adapted = (
-        linears if targets == "all-linear" else {k: v for k, v in linears.items() if k in targets}
-    )
-    lora_weights = layers * values["lora_rank"] * sum(i + o for i, o in adapted.values())
     optimizer = 2 if "8bit" in values["optim"] else 8
-    lora = lora_weights * (4 + 4 + optimizer)
+    lora = lora_weight_count(values, shape) * (4 + 4 + optimizer)
 
     width = shape.intermediate or shape.experts_per_token * shape.expert_intermediate
     layer = ACTIVATION_FACTOR * 2 * t * (8 * h + 3 * width)
@@ -208,6 +202,31 @@ def estimate(
     parts["CUDA context"] = CONTEXT_BYTES
     parts["total"] = parts["allocated peak"] + CONTEXT_BYTES
     return parts
+
+
+def lora_weight_count(values: dict, shape: Shape) -> int:
+    """LoRA's weights: r x (in + out) per adapted linear layer, and per expert for each adapted
+    expert projection (a 4-bit MoE model's "gate_up" and "down")."""
+    linears, targets, r = _linears(shape), values["lora_target_modules"], values["lora_rank"]
+    adapted = [v for k, v in linears.items() if targets == "all-linear" or k in targets]
+    count = shape.layers * r * sum(i + o for i, o in adapted)
+    if shape.experts and values["load_in_4bit"]:
+        h, width = shape.hidden, shape.expert_intermediate
+        projections = {"gate_up": (h, 2 * width), "down": (width, h)}
+        chosen = [v for k, v in projections.items() if targets == "all-linear" or k in targets]
+        count += shape.layers * shape.experts * r * sum(i + o for i, o in chosen)
+    return count
+
+
+DISK_MARGIN = 64 * 2**20  # per checkpoint or adapter: the tokenizer, scheduler and RNG files
+
+
+def disk_bytes(values: dict, shape: Shape) -> tuple[int, int]:
+    """Bytes of one checkpoint (LoRA weights in fp32 and their optimizer state) and of the final
+    adapter (the weights), each with DISK_MARGIN."""
+    weights = lora_weight_count(values, shape)
+    optimizer = 2 if "8bit" in values["optim"] else 8
+    return int(weights * (4 + optimizer)) + DISK_MARGIN, int(weights * 4) + DISK_MARGIN
 
 
 def host_memory(shape: Shape) -> dict:
