@@ -15,7 +15,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 54944e1901701bbf669afe8ab72fb03588b6478bbeb28e93d5a406cb3bfe5e48
+# mhgen-body-sha256: 9aeefc5ddb2825f3fcfa4d0f6e820fb1de6e580d468b80bca04f5e4e64391e0a
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -52,7 +52,6 @@ from pathlib import Path
 
 # --- model
 BASE_MODEL = "openai/gpt-oss-20b"
-CHAT_FORMAT = "harmony"
 SYSTEM_PROMPT = "You are a helpful assistant."
 MAX_SEQ_LENGTH = 1024
 ATTN_IMPLEMENTATION = "eager"  # auto-detected
@@ -65,7 +64,6 @@ SYSTEM_ROLES = ("system", "developer")
 
 # --- data
 DATASET_PATH = "data/train.jsonl"
-DATASET_FORMAT = "auto"  # default
 EVAL_DATASET_PATH = None  # default
 EVAL_SPLIT = 0.0  # default
 ASSISTANT_ONLY_LOSS = True  # default
@@ -97,16 +95,21 @@ STOP_ON_NAN = True  # default
 CHECKPOINT_BYTES = 90996736
 ADAPTER_BYTES = 83034112
 
-# --- memory and distribution
-LOAD_IN_4BIT = True
+# --- memory
 DTYPE = "bfloat16"
 USE_GRADIENT_CHECKPOINTING = True
-BATCHING = "group_by_length"  # auto-detected
 OPTIM = "paged_adamw_8bit"  # auto-detected
 USE_LIGER_KERNEL = False  # default
-DISTRIBUTED_STRATEGY = "none"  # default
-NUM_PROCESSES = 1  # default
 ESTIMATED_PEAK_GIB = 14.4  # mhgen plan: this config's peak GPU memory
+
+# --- compiled in: the code below is written for these settings; to change one, change the
+# config and compile again
+# chat_template: harmony
+# dataset_format: auto (default)
+# load_in_4bit: true
+# batching: group_by_length (auto-detected)
+# distributed_strategy: none (default)
+# num_processes: 1 (default)
 
 CONFIG_SHA256 = "56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a"
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
@@ -157,18 +160,13 @@ def format_segments(messages: list[dict]) -> list[tuple[str, bool]]:
     return segments
 
 
-def template_messages(messages: list[dict]) -> list[dict]:
-    """Messages as official templates read them: Qwen's name the reasoning reasoning_content."""
-    return [{**m, "reasoning_content": m["thinking"]} if "thinking" in m else m for m in messages]
-
-
 def official_render(tokenizer, messages: list[dict]) -> str:
     """The tokenizer's own chat template, rendered for training, with the date it writes from the
     clock replaced by CHAT_TEMPLATE_DATE (the one deliberate difference)."""
     import datetime
 
     text = tokenizer.apply_chat_template(
-        template_messages(messages), tokenize=False, reasoning_effort=REASONING_EFFORT
+        messages, tokenize=False, reasoning_effort=REASONING_EFFORT
     )
     today = datetime.date.today().isoformat()
     return text.replace(f"Current date: {today}\n", f"Current date: {CHAT_TEMPLATE_DATE}\n", 1)
@@ -202,9 +200,8 @@ def to_messages(row: dict) -> list[dict]:
             f"keys {keys}: expected messages, prompt + completion, or instruction + output"
         )
     check_messages(messages)
-    for (
-        message
-    ) in messages:  # Qwen names an assistant's reasoning reasoning_content, gpt-oss thinking
+    # an assistant's reasoning: "thinking" as gpt-oss names it, or Qwen's "reasoning_content"
+    for message in messages:
         if "reasoning_content" in message:
             reasoning = message.pop("reasoning_content")
             if reasoning is not None:
@@ -303,8 +300,11 @@ def tokenize(tokenizer, messages: list[dict]) -> dict:
         "".join(text for text, _ in segments),
         add_special_tokens=False,
         return_offsets_mapping=True,
+        verbose=False,  # no warning for a long one: build_examples cuts it and counts it
     )
     input_ids = encoding["input_ids"]
+    if not ASSISTANT_ONLY_LOSS:  # every token is trained, the prompts too
+        return {"input_ids": input_ids, "labels": list(input_ids)}
     spans, start = [], 0
     for text, trained in segments:
         if trained:
@@ -386,7 +386,18 @@ def check_chat_template(tokenizer, conversations: list[list[dict]]) -> None:
     say(f"chat template check: {min(3, len(conversations))} examples match the tokenizer's own")
 
 
-# --- model and training
+def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
+    import random
+
+    if EVAL_SPLIT == 0 or len(examples) < 2:
+        return examples, []
+    shuffled = examples[:]
+    random.Random(SEED).shuffle(shuffled)
+    n_eval = max(1, round(len(shuffled) * EVAL_SPLIT))
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+# --- model
 
 
 def require(*modules: str) -> None:
@@ -463,8 +474,8 @@ def check_device() -> bool:
 # with one quantization state (ExpertsNF4). In forward the tokens are sorted by expert, and the
 # projection's whole stack is dequantized once, multiplied group by group in one grouped GEMM,
 # and freed; backward dequantizes it again for the input's gradient (the base weights are frozen),
-# so no dequantized weight is kept between the two. Host memory holds one layer of the checkpoint
-# at a time, never the model.
+# so no dequantized weight is kept between the two. Host memory holds one layer of the
+# checkpoint at a time (or one embedding), never the whole model.
 # LoRA can adapt the experts too: add "gate_up" and "down" to lora_target_modules.
 
 
@@ -537,8 +548,7 @@ def expert_weights(tensors: dict, device, dtype):
     """A layer's experts from its checkpoint tensors: (gate_up, down), each (weight, bias), weights
     as transformers keeps gpt-oss's, (experts x in x out), on ``device`` in ``dtype``. The official
     checkpoint holds them in MXFP4 (32 four-bit values sharing a power-of-two scale), dequantized
-    here on the device with transformers' own unpacking; a 16-bit checkpoint holds them as they
-    are."""
+    here on the device with transformers' own unpacking; a 16-bit checkpoint is read as it is."""
     from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
     projections = []
@@ -612,6 +622,7 @@ def experts_nf4_class():
             return grouped_matmul(x.to(weight.dtype), weight, offsets, self.grouped_gemm)
 
         def project(self, x, name: str, offsets, expert_of_row):
+            """The projection of x (rows sorted by expert, expert_of_row[i] the expert of row i)."""
             y = DequantizedMatmul.apply(x, self, name, offsets)
             y = y + getattr(self, name + "_bias")[expert_of_row]
             return y
@@ -682,8 +693,8 @@ def frozen(module, name: str, tensor, device, dtype) -> None:
 
 def load_layer(layer, tensors: dict, device, dtype) -> tuple[int, int]:
     """One decoder layer from its checkpoint tensors (names relative to the layer): linear layers
-    and experts to NF4, the rest (norms, router, attention sinks) in DTYPE. Returns the count
-    of each."""
+    and experts to NF4, the rest in DTYPE (norms, router, attention sinks).
+    Returns how many linear layers and expert stacks it quantized."""
     import torch
 
     ExpertsNF4 = experts_nf4_class()
@@ -766,6 +777,9 @@ def add_lora(model):
     return model
 
 
+# --- training
+
+
 def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bool):
     from trl import SFTConfig
 
@@ -783,6 +797,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         max_grad_norm=MAX_GRAD_NORM,
         optim=optim,
         # the order is LengthGroupedSampler's (the Trainer class below): seeded, resume-exact
+        use_liger_kernel=USE_LIGER_KERNEL and on_gpu,  # Triton kernels: CUDA only
         bf16=DTYPE == "bfloat16",
         fp16=DTYPE == "float16",
         activation_checkpointing=USE_GRADIENT_CHECKPOINTING,
@@ -1057,15 +1072,7 @@ def discard(checkpoint: Path) -> None:
     shutil.rmtree(gone)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DATASET_PATH, help="JSONL training data")
-    parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where the adapter is written")
-    parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help="-1: NUM_TRAIN_EPOCHS")
-    parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="start over, replacing the run")
-    return parser.parse_args()
+# --- the output folder: checkpoints, the run record, --resume
 
 
 FINGERPRINT_WHOLE = 256 << 20  # bytes: a data file up to this size is hashed whole
@@ -1212,15 +1219,18 @@ def write_record(output_dir: Path, inputs: dict, finished: bool, metrics=None, l
     promote(staged, output_dir / "mhgen_run.json")
 
 
-def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
-    import random
+# --- main
 
-    if EVAL_SPLIT == 0 or len(examples) < 2:
-        return examples, []
-    shuffled = examples[:]
-    random.Random(SEED).shuffle(shuffled)
-    n_eval = max(1, round(len(shuffled) * EVAL_SPLIT))
-    return shuffled[n_eval:], shuffled[:n_eval]
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=DATASET_PATH, help="JSONL training data")
+    parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where the adapter is written")
+    parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help="-1: NUM_TRAIN_EPOCHS")
+    parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="start over, replacing the run")
+    return parser.parse_args()
 
 
 def fail(message: str, code: int, trainer=None) -> None:
@@ -1271,8 +1281,6 @@ def out_of_memory(batch) -> str:
     advice += "effective batch) or max_seq_length"
     if not USE_GRADIENT_CHECKPOINTING:
         advice += ", or turn on use_gradient_checkpointing"
-    if not LOAD_IN_4BIT:
-        advice += ", or turn on load_in_4bit"
     return (
         f"error: the GPU ran out of memory {where}{held}; {advice}; "
         "`mhgen plan CONFIG --gpu-memory GB` shows what fits"
@@ -1306,8 +1314,8 @@ def save_adapter(trainer, tokenizer, output_dir: Path) -> None:
 
 def part_ways(trainer) -> None:
     """Under torchrun: every process waits until the main one has written everything, then
-    leaves the process group (one that exits while its group still runs can abort, and torchrun
-    then kills the others)."""
+    leaves the process group. (A process that exits while its group still runs can abort, and
+    torchrun then kills the others.)"""
     import torch
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -1315,7 +1323,20 @@ def part_ways(trainer) -> None:
         torch.distributed.destroy_process_group()
 
 
+def quiet_known_warnings() -> None:
+    """Silence the library warnings known to be harmless in this script, and only those."""
+    import logging
+    import warnings
+
+    # bitsandbytes (which peft imports when it is installed), on a CPU with AVX-512 BF16, looks
+    # for an optional kernel package and says so when it is missing; its own CPU code runs instead
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # TRL reads model.is_gradient_checkpointing, which transformers 5 deprecates
+    warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+
+
 def main() -> None:
+    quiet_known_warnings()
     args = parse_args()
     conversations = read_conversations(Path(args.data))
     require("transformers")
@@ -1343,8 +1364,10 @@ def main() -> None:
         train_examples, eval_examples = split_eval(examples)
 
     import torch
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from transformers import set_seed
+
+    disable_progress_bars()  # of TRL's passes over the examples, already cut (build_examples)
 
     on_gpu = check_device()
     set_seed(SEED)  # before the model: LoRA's initial weights come from this seed too

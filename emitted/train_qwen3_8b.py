@@ -15,7 +15,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 7a73d7078f1a9c616573974a3ed35adceafbfb54b927ba4d35b6ba876bac1b73
+# mhgen-body-sha256: 758d285da5ef47038ffe9955797cea1b0a8dfea2e933b70e24a96901a2e03675
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -50,7 +50,6 @@ from pathlib import Path
 
 # --- model
 BASE_MODEL = "Qwen/Qwen3-8B"
-CHAT_FORMAT = "chatml"
 SYSTEM_PROMPT = "You are a helpful assistant."
 MAX_SEQ_LENGTH = 2048
 ATTN_IMPLEMENTATION = "sdpa"  # auto-detected
@@ -59,7 +58,6 @@ SYSTEM_ROLES = ("system",)
 
 # --- data
 DATASET_PATH = "data/train.jsonl"
-DATASET_FORMAT = "auto"  # default
 EVAL_DATASET_PATH = None  # default
 EVAL_SPLIT = 0.0  # default
 ASSISTANT_ONLY_LOSS = True  # default
@@ -99,16 +97,21 @@ STOP_ON_NAN = True  # default
 CHECKPOINT_BYTES = 328990720
 ADAPTER_BYTES = 241696768
 
-# --- memory and distribution
-LOAD_IN_4BIT = True
+# --- memory
 DTYPE = "bfloat16"
 USE_GRADIENT_CHECKPOINTING = True
-BATCHING = "group_by_length"  # auto-detected
 OPTIM = "paged_adamw_8bit"  # auto-detected
 USE_LIGER_KERNEL = False  # default
-DISTRIBUTED_STRATEGY = "none"  # default
-NUM_PROCESSES = 1  # default
 ESTIMATED_PEAK_GIB = 9.5  # mhgen plan: this config's peak GPU memory
+
+# --- compiled in: the code below is written for these settings; to change one, change the
+# config and compile again
+# chat_template: chatml
+# dataset_format: auto (default)
+# load_in_4bit: true
+# batching: group_by_length (auto-detected)
+# distributed_strategy: none (default)
+# num_processes: 1 (default)
 
 CONFIG_SHA256 = "f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d"
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
@@ -158,7 +161,8 @@ def format_segments(messages: list[dict]) -> list[tuple[str, bool]]:
 
 
 def template_messages(messages: list[dict]) -> list[dict]:
-    """Messages as official templates read them: Qwen's name the reasoning reasoning_content."""
+    """Messages as the official template reads them: it takes an assistant's reasoning from
+    "reasoning_content"."""
     return [{**m, "reasoning_content": m["thinking"]} if "thinking" in m else m for m in messages]
 
 
@@ -195,9 +199,8 @@ def to_messages(row: dict) -> list[dict]:
             f"keys {keys}: expected messages, prompt + completion, or instruction + output"
         )
     check_messages(messages)
-    for (
-        message
-    ) in messages:  # Qwen names an assistant's reasoning reasoning_content, gpt-oss thinking
+    # an assistant's reasoning: "thinking" as gpt-oss names it, or Qwen's "reasoning_content"
+    for message in messages:
         if "reasoning_content" in message:
             reasoning = message.pop("reasoning_content")
             if reasoning is not None:
@@ -296,8 +299,11 @@ def tokenize(tokenizer, messages: list[dict]) -> dict:
         "".join(text for text, _ in segments),
         add_special_tokens=False,
         return_offsets_mapping=True,
+        verbose=False,  # no warning for a long one: build_examples cuts it and counts it
     )
     input_ids = encoding["input_ids"]
+    if not ASSISTANT_ONLY_LOSS:  # every token is trained, the prompts too
+        return {"input_ids": input_ids, "labels": list(input_ids)}
     spans, start = [], 0
     for text, trained in segments:
         if trained:
@@ -379,7 +385,18 @@ def check_chat_template(tokenizer, conversations: list[list[dict]]) -> None:
     say(f"chat template check: {min(3, len(conversations))} examples match the tokenizer's own")
 
 
-# --- model and training
+def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
+    import random
+
+    if EVAL_SPLIT == 0 or len(examples) < 2:
+        return examples, []
+    shuffled = examples[:]
+    random.Random(SEED).shuffle(shuffled)
+    n_eval = max(1, round(len(shuffled) * EVAL_SPLIT))
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+# --- model
 
 
 def require(*modules: str) -> None:
@@ -490,6 +507,9 @@ def add_lora(model):
     return model
 
 
+# --- training
+
+
 def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bool):
     from trl import SFTConfig
 
@@ -507,6 +527,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         max_grad_norm=MAX_GRAD_NORM,
         optim=optim,
         # the order is LengthGroupedSampler's (the Trainer class below): seeded, resume-exact
+        use_liger_kernel=USE_LIGER_KERNEL and on_gpu,  # Triton kernels: CUDA only
         bf16=DTYPE == "bfloat16",
         fp16=DTYPE == "float16",
         activation_checkpointing=USE_GRADIENT_CHECKPOINTING,
@@ -778,15 +799,7 @@ def discard(checkpoint: Path) -> None:
     shutil.rmtree(gone)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DATASET_PATH, help="JSONL training data")
-    parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where the adapter is written")
-    parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help="-1: NUM_TRAIN_EPOCHS")
-    parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="start over, replacing the run")
-    return parser.parse_args()
+# --- the output folder: checkpoints, the run record, --resume
 
 
 FINGERPRINT_WHOLE = 256 << 20  # bytes: a data file up to this size is hashed whole
@@ -933,15 +946,18 @@ def write_record(output_dir: Path, inputs: dict, finished: bool, metrics=None, l
     promote(staged, output_dir / "mhgen_run.json")
 
 
-def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
-    import random
+# --- main
 
-    if EVAL_SPLIT == 0 or len(examples) < 2:
-        return examples, []
-    shuffled = examples[:]
-    random.Random(SEED).shuffle(shuffled)
-    n_eval = max(1, round(len(shuffled) * EVAL_SPLIT))
-    return shuffled[n_eval:], shuffled[:n_eval]
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=DATASET_PATH, help="JSONL training data")
+    parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where the adapter is written")
+    parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help="-1: NUM_TRAIN_EPOCHS")
+    parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="start over, replacing the run")
+    return parser.parse_args()
 
 
 def fail(message: str, code: int, trainer=None) -> None:
@@ -992,8 +1008,6 @@ def out_of_memory(batch) -> str:
     advice += "effective batch) or max_seq_length"
     if not USE_GRADIENT_CHECKPOINTING:
         advice += ", or turn on use_gradient_checkpointing"
-    if not LOAD_IN_4BIT:
-        advice += ", or turn on load_in_4bit"
     return (
         f"error: the GPU ran out of memory {where}{held}; {advice}; "
         "`mhgen plan CONFIG --gpu-memory GB` shows what fits"
@@ -1027,8 +1041,8 @@ def save_adapter(trainer, tokenizer, output_dir: Path) -> None:
 
 def part_ways(trainer) -> None:
     """Under torchrun: every process waits until the main one has written everything, then
-    leaves the process group (one that exits while its group still runs can abort, and torchrun
-    then kills the others)."""
+    leaves the process group. (A process that exits while its group still runs can abort, and
+    torchrun then kills the others.)"""
     import torch
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -1036,7 +1050,20 @@ def part_ways(trainer) -> None:
         torch.distributed.destroy_process_group()
 
 
+def quiet_known_warnings() -> None:
+    """Silence the library warnings known to be harmless in this script, and only those."""
+    import logging
+    import warnings
+
+    # bitsandbytes (which peft imports when it is installed), on a CPU with AVX-512 BF16, looks
+    # for an optional kernel package and says so when it is missing; its own CPU code runs instead
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # TRL reads model.is_gradient_checkpointing, which transformers 5 deprecates
+    warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+
+
 def main() -> None:
+    quiet_known_warnings()
     args = parse_args()
     conversations = read_conversations(Path(args.data))
     require("transformers")
@@ -1064,8 +1091,10 @@ def main() -> None:
         train_examples, eval_examples = split_eval(examples)
 
     import torch
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from transformers import set_seed
+
+    disable_progress_bars()  # of TRL's passes over the examples, already cut (build_examples)
 
     on_gpu = check_device()
     set_seed(SEED)  # before the model: LoRA's initial weights come from this seed too

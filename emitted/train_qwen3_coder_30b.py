@@ -15,7 +15,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 7473e3cd3ee31caf3f56ca80a2ecf69c8be81f037a94eeb6951bc1a7093433ea
+# mhgen-body-sha256: 888f9c6722a323aa903d653d095bcadae2f0d3302ea13783b443553d75059250
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -51,7 +51,6 @@ from pathlib import Path
 
 # --- model
 BASE_MODEL = "unsloth/Qwen3-Coder-30B-A3B-Instruct"
-CHAT_FORMAT = "chatml"
 SYSTEM_PROMPT = "You are a helpful coding assistant."
 MAX_SEQ_LENGTH = 4096
 ATTN_IMPLEMENTATION = "sdpa"  # auto-detected
@@ -60,7 +59,6 @@ SYSTEM_ROLES = ("system",)
 
 # --- data
 DATASET_PATH = "data/train.jsonl"
-DATASET_FORMAT = "auto"  # default
 EVAL_DATASET_PATH = None  # default
 EVAL_SPLIT = 0.0  # default
 ASSISTANT_ONLY_LOSS = True  # default
@@ -92,16 +90,21 @@ STOP_ON_NAN = True  # default
 CHECKPOINT_BYTES = 147324928
 ADAPTER_BYTES = 120586240
 
-# --- memory and distribution
-LOAD_IN_4BIT = True
+# --- memory
 DTYPE = "bfloat16"
 USE_GRADIENT_CHECKPOINTING = True
-BATCHING = "group_by_length"  # auto-detected
 OPTIM = "paged_adamw_8bit"  # auto-detected
 USE_LIGER_KERNEL = False  # default
-DISTRIBUTED_STRATEGY = "none"  # default
-NUM_PROCESSES = 1  # default
 ESTIMATED_PEAK_GIB = 23.5  # mhgen plan: this config's peak GPU memory
+
+# --- compiled in: the code below is written for these settings; to change one, change the
+# config and compile again
+# chat_template: chatml
+# dataset_format: auto (default)
+# load_in_4bit: true
+# batching: group_by_length (auto-detected)
+# distributed_strategy: none (default)
+# num_processes: 1 (default)
 
 CONFIG_SHA256 = "872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd"
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
@@ -120,25 +123,19 @@ def format_segments(messages: list[dict]) -> list[tuple[str, bool]]:
     """
     segments = []
     for message in messages:
-        if message["role"] == "assistant":
-            segments.append(("<|im_start|>assistant\n", False))
-            segments.append((message["content"] + "<|im_end|>", True))
-            segments.append(("\n", False))
-        else:
-            segments.append(
-                (f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n", False)
-            )
+        role = message["role"]
+        if role != "assistant":
+            segments.append((f"<|im_start|>{role}\n{message['content']}<|im_end|>\n", False))
+            continue
+        segments.append(("<|im_start|>assistant\n", False))
+        segments.append((message["content"] + "<|im_end|>", True))
+        segments.append(("\n", False))
     return segments
-
-
-def template_messages(messages: list[dict]) -> list[dict]:
-    """Messages as official templates read them: Qwen's name the reasoning reasoning_content."""
-    return [{**m, "reasoning_content": m["thinking"]} if "thinking" in m else m for m in messages]
 
 
 def official_render(tokenizer, messages: list[dict]) -> str:
     """The tokenizer's own chat template, rendered for training (no generation prompt)."""
-    return tokenizer.apply_chat_template(template_messages(messages), tokenize=False)
+    return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
 def format_conversation(messages: list[dict]) -> str:
@@ -169,15 +166,6 @@ def to_messages(row: dict) -> list[dict]:
             f"keys {keys}: expected messages, prompt + completion, or instruction + output"
         )
     check_messages(messages)
-    for (
-        message
-    ) in messages:  # Qwen names an assistant's reasoning reasoning_content, gpt-oss thinking
-        if "reasoning_content" in message:
-            reasoning = message.pop("reasoning_content")
-            if reasoning is not None:
-                message.setdefault("thinking", reasoning)
-        if message.get("thinking", "") is None:
-            del message["thinking"]  # null: no reasoning, as the official templates read it
     if messages[0]["role"] not in SYSTEM_ROLES and SYSTEM_PROMPT:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
     return messages
@@ -270,8 +258,11 @@ def tokenize(tokenizer, messages: list[dict]) -> dict:
         "".join(text for text, _ in segments),
         add_special_tokens=False,
         return_offsets_mapping=True,
+        verbose=False,  # no warning for a long one: build_examples cuts it and counts it
     )
     input_ids = encoding["input_ids"]
+    if not ASSISTANT_ONLY_LOSS:  # every token is trained, the prompts too
+        return {"input_ids": input_ids, "labels": list(input_ids)}
     spans, start = [], 0
     for text, trained in segments:
         if trained:
@@ -353,7 +344,18 @@ def check_chat_template(tokenizer, conversations: list[list[dict]]) -> None:
     say(f"chat template check: {min(3, len(conversations))} examples match the tokenizer's own")
 
 
-# --- model and training
+def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
+    import random
+
+    if EVAL_SPLIT == 0 or len(examples) < 2:
+        return examples, []
+    shuffled = examples[:]
+    random.Random(SEED).shuffle(shuffled)
+    n_eval = max(1, round(len(shuffled) * EVAL_SPLIT))
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+# --- model
 
 
 def require(*modules: str) -> None:
@@ -430,8 +432,8 @@ def check_device() -> bool:
 # with one quantization state (ExpertsNF4). In forward the tokens are sorted by expert, and the
 # projection's whole stack is dequantized once, multiplied group by group in one grouped GEMM,
 # and freed; backward dequantizes it again for the input's gradient (the base weights are frozen),
-# so no dequantized weight is kept between the two. Host memory holds one layer of the checkpoint
-# at a time, never the model.
+# so no dequantized weight is kept between the two. Host memory holds one layer of the
+# checkpoint at a time (or one embedding), never the whole model.
 # LoRA can adapt the experts too: add "gate_up" and "down" to lora_target_modules.
 
 
@@ -508,18 +510,13 @@ def expert_weights(tensors: dict, device, dtype):
     if "mlp.experts.gate_up_proj" in tensors:
         gate_up = tensors.pop("mlp.experts.gate_up_proj").to(device, dtype)
         return (gate_up, None), (tensors.pop("mlp.experts.down_proj").to(device, dtype), None)
-    count = sum(name.endswith(".down_proj.weight") for name in tensors)
-    experts = [f"mlp.experts.{e}." for e in range(count)]
-    gate_up = torch.stack(
-        [
-            torch.cat([tensors.pop(e + "gate_proj.weight"), tensors.pop(e + "up_proj.weight")]).to(
-                device, dtype
-            )
-            for e in experts
-        ]
-    )
-    down = torch.stack([tensors.pop(e + "down_proj.weight").to(device, dtype) for e in experts])
-    return (gate_up, None), (down, None)
+    gate_up, down = [], []
+    for e in range(sum(name.endswith(".down_proj.weight") for name in tensors)):
+        expert = f"mlp.experts.{e}."
+        gate, up = tensors.pop(expert + "gate_proj.weight"), tensors.pop(expert + "up_proj.weight")
+        gate_up.append(torch.cat([gate, up]).to(device, dtype))
+        down.append(tensors.pop(expert + "down_proj.weight").to(device, dtype))
+    return (torch.stack(gate_up), None), (torch.stack(down), None)
 
 
 @functools.cache
@@ -576,10 +573,6 @@ def experts_nf4_class():
             w = weight.transpose(-2, -1)
             return grouped_matmul(x.to(w.dtype), w, offsets, self.grouped_gemm)
 
-        def project(self, x, name: str, offsets, expert_of_row):
-            y = DequantizedMatmul.apply(x, self, name, offsets)
-            return y
-
         def forward(self, hidden_states, top_k_index, top_k_weights):
             tokens, top_k = top_k_index.shape
             # one row per (token, chosen expert), sorted by expert: each expert's rows are a group
@@ -587,8 +580,8 @@ def experts_nf4_class():
             x = hidden_states[order // top_k]
             counts = torch.bincount(expert_of_row, minlength=self.num_experts)
             offsets = counts.cumsum(0).to(torch.int32)
-            h = self.activation(self.project(x, "gate_up", offsets, expert_of_row))
-            y = self.project(h, "down", offsets, expert_of_row)
+            h = self.activation(DequantizedMatmul.apply(x, self, "gate_up", offsets))
+            y = DequantizedMatmul.apply(h, self, "down", offsets)
             y = y * top_k_weights.reshape(-1)[order].unsqueeze(-1).to(y.dtype)
             rows = torch.empty_like(y)
             rows[order] = y  # back to (token, choice) order; the sum is deterministic
@@ -646,8 +639,8 @@ def frozen(module, name: str, tensor, device, dtype) -> None:
 
 def load_layer(layer, tensors: dict, device, dtype) -> tuple[int, int]:
     """One decoder layer from its checkpoint tensors (names relative to the layer): linear layers
-    and experts to NF4, the rest (norms, router) in DTYPE. Returns the count
-    of each."""
+    and experts to NF4, the rest in DTYPE (norms, router).
+    Returns how many linear layers and expert stacks it quantized."""
     import torch
 
     ExpertsNF4 = experts_nf4_class()
@@ -729,6 +722,9 @@ def add_lora(model):
     return model
 
 
+# --- training
+
+
 def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bool):
     from trl import SFTConfig
 
@@ -746,6 +742,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         max_grad_norm=MAX_GRAD_NORM,
         optim=optim,
         # the order is LengthGroupedSampler's (the Trainer class below): seeded, resume-exact
+        use_liger_kernel=USE_LIGER_KERNEL and on_gpu,  # Triton kernels: CUDA only
         bf16=DTYPE == "bfloat16",
         fp16=DTYPE == "float16",
         activation_checkpointing=USE_GRADIENT_CHECKPOINTING,
@@ -1020,15 +1017,7 @@ def discard(checkpoint: Path) -> None:
     shutil.rmtree(gone)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DATASET_PATH, help="JSONL training data")
-    parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where the adapter is written")
-    parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help="-1: NUM_TRAIN_EPOCHS")
-    parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="start over, replacing the run")
-    return parser.parse_args()
+# --- the output folder: checkpoints, the run record, --resume
 
 
 FINGERPRINT_WHOLE = 256 << 20  # bytes: a data file up to this size is hashed whole
@@ -1175,15 +1164,18 @@ def write_record(output_dir: Path, inputs: dict, finished: bool, metrics=None, l
     promote(staged, output_dir / "mhgen_run.json")
 
 
-def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
-    import random
+# --- main
 
-    if EVAL_SPLIT == 0 or len(examples) < 2:
-        return examples, []
-    shuffled = examples[:]
-    random.Random(SEED).shuffle(shuffled)
-    n_eval = max(1, round(len(shuffled) * EVAL_SPLIT))
-    return shuffled[n_eval:], shuffled[:n_eval]
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=DATASET_PATH, help="JSONL training data")
+    parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where the adapter is written")
+    parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help="-1: NUM_TRAIN_EPOCHS")
+    parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="start over, replacing the run")
+    return parser.parse_args()
 
 
 def fail(message: str, code: int, trainer=None) -> None:
@@ -1234,8 +1226,6 @@ def out_of_memory(batch) -> str:
     advice += "effective batch) or max_seq_length"
     if not USE_GRADIENT_CHECKPOINTING:
         advice += ", or turn on use_gradient_checkpointing"
-    if not LOAD_IN_4BIT:
-        advice += ", or turn on load_in_4bit"
     return (
         f"error: the GPU ran out of memory {where}{held}; {advice}; "
         "`mhgen plan CONFIG --gpu-memory GB` shows what fits"
@@ -1269,8 +1259,8 @@ def save_adapter(trainer, tokenizer, output_dir: Path) -> None:
 
 def part_ways(trainer) -> None:
     """Under torchrun: every process waits until the main one has written everything, then
-    leaves the process group (one that exits while its group still runs can abort, and torchrun
-    then kills the others)."""
+    leaves the process group. (A process that exits while its group still runs can abort, and
+    torchrun then kills the others.)"""
     import torch
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -1278,7 +1268,20 @@ def part_ways(trainer) -> None:
         torch.distributed.destroy_process_group()
 
 
+def quiet_known_warnings() -> None:
+    """Silence the library warnings known to be harmless in this script, and only those."""
+    import logging
+    import warnings
+
+    # bitsandbytes (which peft imports when it is installed), on a CPU with AVX-512 BF16, looks
+    # for an optional kernel package and says so when it is missing; its own CPU code runs instead
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # TRL reads model.is_gradient_checkpointing, which transformers 5 deprecates
+    warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+
+
 def main() -> None:
+    quiet_known_warnings()
     args = parse_args()
     conversations = read_conversations(Path(args.data))
     require("transformers")
@@ -1306,8 +1309,10 @@ def main() -> None:
         train_examples, eval_examples = split_eval(examples)
 
     import torch
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from transformers import set_seed
+
+    disable_progress_bars()  # of TRL's passes over the examples, already cut (build_examples)
 
     on_gpu = check_device()
     set_seed(SEED)  # before the model: LoRA's initial weights come from this seed too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 
@@ -152,13 +153,52 @@ def test_schema_prints_the_schema(cli):
     assert json.loads(out) == json.loads((REPO / "schema" / "training.schema.json").read_text())
 
 
-def test_diff_shows_settings_then_script(project, cli):
+def test_diff_shows_what_changes_then_settings_then_script(project, cli):
     code, out, _ = cli("diff", "etc/training-qwen3-8b.json", "etc/training-gpt-oss-20b.json")
-    assert code == 0
-    assert 'base_model: "Qwen/Qwen3-8B" -> "openai/gpt-oss-20b"' in out
-    assert 'chat_template: "chatml" -> "harmony"' in out
-    assert "\n-LORA_RANK = 16\n" in out and "\n+LORA_RANK = 8\n" in out
-    assert out.index("base_model:") < out.index("@@")
+    assert code == 1  # as diff(1): they differ
+    what, settings, script = out.split("\n\n", 2)
+    assert what.splitlines() == [
+        "what changes:",
+        "  family: qwen3 -> gpt-oss (mixture of experts)",
+        "  chat format: chatml with Qwen3's <think> block -> harmony (gpt-oss: analysis and final "
+        "channels)",
+        "  loader: transformers + bitsandbytes: linear layers in NF4 -> the script's own, layer by "
+        "layer: linear layers and experts in NF4",
+        f"  GPU memory: {plan_gib(project, 'qwen3-8b')} GiB peak (mhgen plan) -> "
+        f"{plan_gib(project, 'gpt-oss-20b')} GiB peak (mhgen plan), 3.6 GiB of host RAM to load",
+        "  script: train_qwen3_8b.py -> train_gpt_oss_20b.py",
+    ]
+    settings = settings.splitlines()
+    assert settings[0] == "settings:"
+    assert '  base_model: "Qwen/Qwen3-8B" -> "openai/gpt-oss-20b"' in settings
+    assert '  chat_template: "chatml" -> "harmony"' in settings
+    assert '  reasoning_effort: (not set) -> "medium" (default)' in settings  # harmony's only
+    assert '  output_dir: "outputs/qwen3_8b" (derived) -> "outputs/gpt_oss_20b" (derived)' in (
+        settings
+    )
+    notes = [line.split(":")[0] for line in settings if line.startswith("  notes.")]
+    assert notes == ["  notes.best_for", "  notes.format", "  notes.hardware", "  notes.model"]
+    assert script.startswith("scripts (lines holding a sha256 left out):\n--- train_qwen3_8b.py")
+    assert "\n-LORA_RANK = 16\n" in script and "\n+LORA_RANK = 8\n" in script
+    assert not re.search("[0-9a-f]{64}", out)
+
+
+def plan_gib(project, name: str) -> float:
+    from mhgen.pipeline import compile_config
+
+    return compile_config(project / "etc" / f"training-{name}.json").plan.peak_gib
+
+
+def test_diff_of_one_config_with_itself_says_so_and_exits_0(project, cli):
+    code, out, _ = cli("diff", "etc/training-qwen3-8b.json", "etc/training-qwen3-8b.json")
+    assert (code, out) == (0, "the configs compile to the same script\n")
+
+
+def test_diff_with_a_broken_config_exits_2(project, cli):
+    (project / "bad.json").write_text('{"base_model": 3}\n')
+    code, out, err = cli("diff", "etc/training-qwen3-8b.json", "bad.json")
+    assert code == 2 and out == ""
+    assert err.startswith("bad.json:1:")
 
 
 def test_use_switches_the_active_config(project, cli):
@@ -265,5 +305,11 @@ def test_explain_shows_the_detection(tmp_path, cli, model, family, fmt, template
     lines = out.splitlines()
     assert lines[0].startswith(f"base_model: {model!r} ")
     assert lines[0].endswith(f"family {family} (by its name)")
-    assert lines[2] == f"chat format: {fmt} (auto-detected), rendered by {template}"
+    assert lines[1].startswith("  why: ") and "seed" not in lines[1]
+    assert lines[2].startswith(f"chat format: {fmt}")
+    assert lines[2].endswith(f" (auto-detected), rendered by {template}")
+    # only the settings this model's format reads
+    assert ("reasoning_effort" in out) is (fmt == "harmony")
+    # the example is this config's: its system prompt (MINIMAL's), as the script adds it
+    assert "Be brief." in out.split("example, with this config's system prompt:")[1]
     assert "-- trained: " in out

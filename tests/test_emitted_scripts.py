@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -47,14 +48,22 @@ def test_shape(script):
     assert names.index("format_conversation") < names.index("main")
     last = tree.body[-1]
     assert isinstance(last, ast.If) and ast.unparse(last.test) == "__name__ == '__main__'"
-    for header in (
+    # the constants' groups, then the sections of code, in this order in every script
+    sections = [line for line in lines if line.startswith("# --- ")]
+    assert [s.split(":")[0] for s in sections if not s.startswith("# --- 4-bit")] == [
         "# --- model",
         "# --- data",
         "# --- LoRA",
         "# --- training",
-        "# --- memory and distribution",
-    ):
-        assert header in lines
+        "# --- memory",
+        "# --- compiled in",
+        "# --- chat format",
+        "# --- data",
+        "# --- model",
+        "# --- training",
+        "# --- the output folder",
+        "# --- main",
+    ]
     # heavy libraries are imported only inside functions: importing the file costs nothing
     top_imports = {
         alias.name.split(".")[0]
@@ -87,11 +96,19 @@ def test_constants_are_the_configs_values(config):
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
         and node.targets[0].id.isupper() and isinstance(node.value, ast.Constant | ast.List | ast.Tuple)
     }  # fmt: skip
+    # a setting the code is written for at compile time is named in the "compiled in" block
+    compiled_in = dict(
+        line.removeprefix("# ").split(": ", 1)
+        for line in compiled.text.split("# --- compiled in:")[1].split("\n\n")[0].splitlines()[2:]
+    )
     for key, value in compiled.source.data.items():
         if key in ("$schema", "notes"):
             continue
-        name = "CHAT_FORMAT" if key == "chat_template" else key.upper()
-        assert constants[name] == value, key
+        if key.upper() in constants:
+            assert constants[key.upper()] == value, key
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value)
+            assert compiled_in[key].split(" (")[0] == shown, key
 
 
 def test_bitsandbytes_only_when_4bit(tmp_path):
@@ -99,8 +116,8 @@ def test_bitsandbytes_only_when_4bit(tmp_path):
 
     four = compile_config(write_config(tmp_path, {**MINIMAL, "load_in_4bit": True}, "a.json")).text
     full = compile_config(write_config(tmp_path, {**MINIMAL, "load_in_4bit": False}, "b.json")).text
-    assert "BitsAndBytesConfig" in four and "bitsandbytes" in four
-    assert "BitsAndBytesConfig" not in full and "bitsandbytes" not in full
+    assert "BitsAndBytesConfig" in four and '"bitsandbytes>=' in four
+    assert "BitsAndBytesConfig" not in full and '"bitsandbytes>=' not in full
     assert "prepare_model_for_kbit_training" not in full
 
 
@@ -169,7 +186,7 @@ def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
     assert 'OPTIM = "paged_adamw_8bit"  # auto-detected\n' in four
     assert 'OPTIM = "adamw_torch_fused"  # auto-detected\n' in full
     # the default: length-grouped batches, in the script's own seeded order
-    assert 'BATCHING = "group_by_length"  # auto-detected\n' in four
+    assert "# batching: group_by_length (auto-detected)\n" in four
     assert "return LengthGroupedSampler(lengths, PER_DEVICE_TRAIN_BATCH_SIZE, SEED)" in four
     assert "train_sampling_strategy" not in four and "trainer = trainer_class()(" in four
     padded = compile_config(write_config(tmp_path, {**MINIMAL, "batching": "padded"}, "p.json"))
@@ -178,16 +195,16 @@ def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
     assert 'activation_checkpointing_kwargs={"use_reentrant": False}' in four
     fa2 = {**MINIMAL, "attn_implementation": "flash_attention_2", "use_liger_kernel": True}
     text = compile_config(write_config(tmp_path, fa2, "c.json")).text
-    assert 'BATCHING = "padding_free"  # auto-detected\n' in text  # with flash attention
+    assert "# batching: padding_free (auto-detected)\n" in text  # with flash attention
     assert "padding_free=True," in text and "max_length=None," in text
-    assert "use_liger_kernel=on_gpu" in text and '"liger-kernel>=0.6"' in text
+    assert "USE_LIGER_KERNEL = True\n" in text and '"liger-kernel>=0.6"' in text
     oss = {
         **MINIMAL,
         "base_model": "openai/gpt-oss-20b",
         "attn_implementation": "flash_attention_2",
     }
     text = compile_config(write_config(tmp_path, oss, "o.json")).text
-    assert 'BATCHING = "group_by_length"  # auto-detected\n' in text  # never padding_free
+    assert "# batching: group_by_length (auto-detected)\n" in text  # never padding_free
     selective = {**MINIMAL, "selective_checkpointing": True}
     text = compile_config(write_config(tmp_path, selective, "s.json")).text
     assert 'activation_checkpointing_kwargs={"use_reentrant": False, "selective": True}' in text
@@ -217,8 +234,8 @@ def test_distribution_changes_only_what_it_must(tmp_path, strategy):
         assert changed == [
             "Train on 2 GPUs (ddp), or on one:",
             "    torchrun --nproc-per-node 2 train_qwen3_8b.py",
-            'DISTRIBUTED_STRATEGY = "ddp"',
-            "NUM_PROCESSES = 2",
+            "# distributed_strategy: ddp",
+            "# num_processes: 2",
         ]
 
 

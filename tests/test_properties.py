@@ -107,10 +107,12 @@ def test_hostile_strings_stay_data(tmp_path):
         assert values["BASE_MODEL"] == config["base_model"]
         assert values["SYSTEM_PROMPT"] == config["system_prompt"]
         for key in ("dataset_path", "output_dir", "eval_dataset_path", "learning_rate", "lora_rank",
-                    "lora_dropout", "max_seq_length", "load_in_4bit", "dtype", "lora_target_modules",
+                    "lora_dropout", "max_seq_length", "dtype", "lora_target_modules",
                     "num_train_epochs"):  # fmt: skip
             if key in config:
                 assert values[key.upper()] == config[key], key
+        if "load_in_4bit" in config:  # compiled in: the code is written for it, and says so
+            assert f"\n# load_in_4bit: {json.dumps(config['load_in_4bit'])}\n" in compiled.text
         notes = config.get("notes", [])
         notes = [notes] if isinstance(notes, str) else notes
         notes = [f"{k}: {v}" for k, v in notes.items()] if isinstance(notes, dict) else notes

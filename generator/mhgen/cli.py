@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import math
 import os
 import shutil
@@ -262,25 +261,20 @@ def _data_or_none(path: Path):
 
 
 def cmd_diff(args) -> int:
-    a, b = _compile_all([args.a, args.b], quiet=True, allow_same_name=True)
-    changed = False
-    for key in sorted(set(a.plan.values) | set(b.plan.values)):
-        va, vb = a.plan.values.get(key), b.plan.values.get(key)
-        if va != vb:
-            changed = True
-            before, after = (json.dumps(x, ensure_ascii=False) for x in (va, vb))
-            print(f"{key}: {before} -> {after}")
-    if not changed:
-        print("the configs resolve to the same settings")
-    sys.stdout.writelines(
-        difflib.unified_diff(
-            a.text.splitlines(keepends=True),
-            b.text.splitlines(keepends=True),
-            a.plan.script_name + f" ({a.source.file})",
-            b.plan.script_name + f" ({b.source.file})",
-        )
-    )
-    return 0
+    """0: the same script, 1: they differ, 2: trouble (as diff(1))."""
+    from .compare import diff_text
+
+    try:
+        a, b = _compile_all([args.a, args.b], quiet=True, allow_same_name=True)
+    except ConfigError as exc:
+        _print_diagnostics(exc.diagnostics)
+        return 2
+    except MhgenError as exc:
+        print(f"mhgen: {exc}", file=sys.stderr)
+        return 2
+    text, differ = diff_text(a, b)
+    sys.stdout.write(text)
+    return 1 if differ else 0
 
 
 def cmd_plan(args) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from . import families
+from .compare import FORMATS, applies
 from .load import load_bytes
 from .pipeline import Compiled, compile_source
 from .validate import validate
@@ -24,6 +25,14 @@ SHOWCASE = (
     ("llama3", "meta-llama/Llama-3.1-8B-Instruct"),
     ("mistral", "mistralai/Mistral-7B-Instruct-v0.3"),
 )
+
+
+CHOSEN = {
+    "auto": "auto-detected",
+    "default": "default",
+    "derived": "derived",
+    "config": "set in the config",
+}
 
 
 def _compile(settings: dict) -> Compiled:
@@ -66,20 +75,26 @@ def explain_text(compiled: Compiled) -> str:
     else:
         matched = "matches no family pattern -> family unknown (by its name)"
     how = "auto-detected" if plan.origins["chat_template"] == "auto" else "set in the config"
+    defaults = [k for k, o in plan.origins.items() if o == "default" and applies(k, compiled)]
+    chosen = {k: CHOSEN[o] for k, o in plan.origins.items()}
     lines = [
         f"base_model: {values['base_model']!r} {matched}",
-        f"  rule: {family.rule}",
-        f"chat format: {plan.chat_format} ({how}), rendered by {plan.format_template}",
-        f"LoRA targets: {values['lora_target_modules']} ({plan.origins['lora_target_modules']})",
-        f"attention: {values['attn_implementation']} ({plan.origins['attn_implementation']})",
+        f"  why: {family.rule}",
+        f"chat format: {FORMATS.get(plan.format_template, plan.chat_format)} ({how}), rendered "
+        f"by {plan.format_template}",
+        f"LoRA targets: {values['lora_target_modules']} ({chosen['lora_target_modules']})",
+        f"attention: {values['attn_implementation']} ({chosen['attn_implementation']})",
         f"script: {plan.script_name}",
-        "defaults used: " + ", ".join(k for k, o in plan.origins.items() if o == "default"),
+        "left at their defaults: " + ", ".join(defaults),
         "",
-        "auto-detection, first match wins:",
+        "how a model's name picks its family and chat format (the first match wins):",
     ]
     for f in families.FAMILIES:
         lines.append(f"  /{f.pattern}/ -> {f.chat_format} ({f.name})")
     lines.append(f"  anything else -> {families.UNKNOWN.chat_format}")
-    text, trained = _render(compiled, EXAMPLE)
-    lines += ["", "example:", text, f"-- trained: {trained}"]
+    example = EXAMPLE[1:]
+    if values["system_prompt"]:  # as the script adds it to a conversation without one
+        example = [{"role": "system", "content": values["system_prompt"]}, *example]
+    text, trained = _render(compiled, example)
+    lines += ["", "example, with this config's system prompt:", text, f"-- trained: {trained}"]
     return "\n".join(lines) + "\n"

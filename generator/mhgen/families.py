@@ -20,7 +20,7 @@ from .model_files import ModelFiles
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 ATTENTION_AND_MLP = (*ATTENTION, "gate_proj", "up_proj", "down_proj")
-# The emitted script's per-expert NF4 layers of a 4-bit MoE model (templates/experts_nf4.py.j2).
+# The emitted script's NF4 expert projections of a 4-bit MoE model (templates/script/experts_nf4*).
 EXPERT_LAYERS = ("gate_up", "down")
 
 
@@ -62,7 +62,8 @@ FAMILIES: tuple[Family, ...] = (
         moe=True,
         model_types=("gpt_oss",),
         padding_free=False,
-        rule="gpt-oss or openai -> harmony (seed rule); attention sinks need eager attention",
+        rule="a gpt-oss or openai name means the harmony format; its attention sinks need eager "
+        "attention",
     ),
     Family(
         "qwen3-coder",
@@ -73,7 +74,7 @@ FAMILIES: tuple[Family, ...] = (
         ATTENTION,
         moe=True,
         model_types=("qwen3_moe",),
-        rule="qwen -> chatml (seed rule); Qwen3-Coder's template has no thinking block",
+        rule="Qwen models use ChatML; Qwen3-Coder's own template has no thinking block",
     ),
     Family(
         "qwen3-moe",
@@ -84,7 +85,8 @@ FAMILIES: tuple[Family, ...] = (
         ATTENTION,
         moe=True,
         model_types=("qwen3_moe",),
-        rule="qwen -> chatml (seed rule); a Qwen3 name with an active-parameter tag (-A3B) is MoE",
+        rule="Qwen models use ChatML; a Qwen3 name with an active-parameter tag (-A3B) is a "
+        "mixture of experts",
         variant="qwen3",
     ),
     Family(
@@ -95,7 +97,7 @@ FAMILIES: tuple[Family, ...] = (
         "Qwen3ForCausalLM",
         ATTENTION_AND_MLP,
         model_types=("qwen3",),
-        rule="qwen -> chatml (seed rule); Qwen3's template adds a thinking block",
+        rule="Qwen models use ChatML; Qwen3's own template adds a thinking block",
         variant="qwen3",
     ),
     Family(
@@ -106,7 +108,7 @@ FAMILIES: tuple[Family, ...] = (
         "Qwen2ForCausalLM",
         ATTENTION_AND_MLP,
         model_types=("qwen2",),
-        rule="qwen -> chatml (seed rule)",
+        rule="Qwen models use ChatML",
     ),
     Family(
         "llama3",
@@ -116,7 +118,7 @@ FAMILIES: tuple[Family, ...] = (
         "LlamaForCausalLM",
         ATTENTION_AND_MLP,
         model_types=("llama",),
-        rule="Llama-3.x names -> llama3 (refines the seed's llama rule: Llama 3 has header tokens)",
+        rule="Llama 3.x models use the llama3 format (header tokens), not Llama 2's [INST] format",
     ),
     Family(
         "llama2",
@@ -126,7 +128,7 @@ FAMILIES: tuple[Family, ...] = (
         "LlamaForCausalLM",
         ATTENTION_AND_MLP,
         model_types=("llama",),
-        rule="llama -> llama (seed rule)",
+        rule="Llama models use the llama format ([INST] ... [/INST], <<SYS>>)",
     ),
     Family(
         "mistral",
@@ -136,7 +138,7 @@ FAMILIES: tuple[Family, ...] = (
         "MistralForCausalLM",
         ATTENTION_AND_MLP,
         model_types=("mistral",),
-        rule="Mistral names -> mistral (refines the seed's llama rule: no <<SYS>> block)",
+        rule="Mistral models use the mistral format ([INST] like Llama 2, without a <<SYS>> block)",
     ),
 )
 
@@ -149,7 +151,7 @@ UNKNOWN = Family(
     ("all-linear",),
     attn_implementation=None,
     padding_free=False,  # not proven
-    rule="no family matched -> chatml (seed rule), LoRA on all linear layers, attention chosen "
+    rule="a model of no family mhgen knows: ChatML, LoRA on all linear layers, attention chosen "
     "by transformers",
 )
 

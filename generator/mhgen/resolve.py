@@ -4,6 +4,7 @@ derived values computed. The Plan is frozen and is all a template ever sees.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -25,6 +26,17 @@ DEPENDENCIES = (
 BITSANDBYTES = "bitsandbytes>=0.46"
 DEEPSPEED = "deepspeed>=0.16"
 LIGER = "liger-kernel>=0.6"
+
+
+# Settings the emitted code is specialised for at compile time (the rest are its constants)
+COMPILED_IN = (
+    "chat_template",
+    "dataset_format",
+    "load_in_4bit",
+    "batching",
+    "distributed_strategy",
+    "num_processes",
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,23 @@ class Plan:
     def training_modules(self) -> tuple[str, ...]:
         """The modules the script imports to train: its dependencies, by their import names."""
         return tuple(d.split(">=")[0].replace("-", "_") for d in self.dependencies)
+
+    @property
+    def compiled_in(self) -> tuple[str, ...]:
+        """The settings the script's code is written for (no constant could change them), as
+        "key: value (how it was chosen)" for its constants block."""
+        words = {"default": " (default)", "auto": " (auto-detected)", "derived": " (derived)"}
+        shown = {key: self.values[key] for key in COMPILED_IN}  # strings are schema enum values
+        return tuple(
+            f"{key}: {v if isinstance(v, str) else json.dumps(v)}{words.get(self.origins[key], '')}"
+            for key, v in shown.items()
+        )
+
+    @property
+    def trains_reasoning(self) -> bool:
+        """Whether the chat format has a place for an assistant's reasoning (harmony's analysis
+        channel, Qwen3's thinking block): only then does the script read it from the data."""
+        return self.format_template.endswith(("/harmony.py.j2", "/chatml-qwen3.py.j2"))
 
     @property
     def format_template(self) -> str:

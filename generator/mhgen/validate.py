@@ -260,7 +260,8 @@ def semantic(source: Source) -> list[Diagnostic]:
 
 
 def _moe_4bit(source: Source, get, family: families.Family, out: list[Diagnostic]) -> None:
-    """An MoE model in 4-bit: the script quantizes every expert itself (templates/experts_nf4)."""
+    """An MoE model in 4-bit: the script quantizes every expert itself
+    (templates/script/experts_nf4.py.j2)."""
     strategy = get("distributed_strategy")
     if strategy in ("fsdp", "deepspeed-zero2", "deepspeed-zero3"):
         out.append(

@@ -1,0 +1,107 @@
+"""``mhgen diff``: two configs compared by what changes in training first (family, chat format,
+loader, memory, script), then setting by setting, then their scripts line by line."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+
+from . import vram
+from .pipeline import Compiled
+
+HASH = re.compile(r"[0-9a-f]{64}")  # the config's and the body's sha256: they always differ
+# settings that only the harmony format reads
+HARMONY_ONLY = ("reasoning_effort", "chat_template_date")
+ORIGIN = {"default": " (default)", "auto": " (auto-detected)", "derived": " (derived)"}
+FORMATS = {  # each template's format, in words
+    "formats/harmony.py.j2": "harmony (gpt-oss: analysis and final channels)",
+    "formats/chatml-qwen3.py.j2": "chatml with Qwen3's <think> block",
+    "formats/chatml.py.j2": "chatml",
+    "formats/llama.py.j2": "llama (Llama 2: [INST], <<SYS>>)",
+    "formats/llama3.py.j2": "llama3 (Llama 3: header tokens)",
+    "formats/mistral.py.j2": "mistral ([INST], no <<SYS>>)",
+}
+
+
+def applies(key: str, compiled: Compiled) -> bool:
+    """Whether the setting ``key`` changes anything in this config's script."""
+    return key not in HARMONY_ONLY or compiled.plan.chat_format == "harmony"
+
+
+def facets(compiled: Compiled) -> dict[str, str]:
+    """What a reader of two scripts wants to know first, in words."""
+    plan, values = compiled.plan, compiled.plan.values
+    model = compiled.source.model
+    shape = vram.shape_for(values["base_model"], model.config if model else None)
+    if plan.experts_4bit:
+        loader = "the script's own, layer by layer: linear layers and experts in NF4"
+    elif values["load_in_4bit"]:
+        loader = "transformers + bitsandbytes: linear layers in NF4"
+    else:
+        loader = f"transformers, weights in {values['dtype']}"
+    memory = "unknown (no shapes for this model)"
+    if plan.peak_gib is not None:
+        memory = f"{plan.peak_gib} GiB peak (mhgen plan)"
+        if plan.experts_4bit and shape is not None:
+            memory += f", {vram.host_memory(shape)['peak'] / vram.GIB:.1f} GiB of host RAM to load"
+    return {
+        "family": plan.family.name + (" (mixture of experts)" if plan.family.moe else ""),
+        "chat format": FORMATS.get(plan.format_template, plan.chat_format),
+        "loader": loader,
+        "GPU memory": memory,
+        "script": plan.script_name,
+    }
+
+
+def settings(compiled: Compiled) -> dict[str, str]:
+    """Every setting that applies, as JSON, with how it was chosen; notes field by field."""
+    plan, out = compiled.plan, {}
+    for key, value in plan.values.items():
+        if key == "notes" or not applies(key, compiled):
+            continue
+        out[key] = json.dumps(value, ensure_ascii=False) + ORIGIN.get(plan.origins.get(key), "")
+    notes = plan.values.get("notes")
+    if isinstance(notes, dict):
+        out |= {f"notes.{k}": json.dumps(v, ensure_ascii=False) for k, v in notes.items()}
+    elif notes:
+        out["notes"] = json.dumps(notes, ensure_ascii=False)
+    return out
+
+
+def changes(before: dict[str, str], after: dict[str, str], ordered: bool = False) -> list[str]:
+    """One line per key whose value differs: in ``before``'s order, or sorted (notes last)."""
+    keys = list(before) + [k for k in after if k not in before]
+    if not ordered:
+        keys.sort(key=lambda k: (k.startswith("notes."), k))
+    missing = "(not set)"
+    return [
+        f"  {key}: {before.get(key, missing)} -> {after.get(key, missing)}"
+        for key in keys
+        if before.get(key) != after.get(key)
+    ]
+
+
+def diff_text(a: Compiled, b: Compiled) -> tuple[str, bool]:
+    """The comparison's text, and whether the two differ at all."""
+    what = changes(facets(a), facets(b), ordered=True)
+    how = changes(settings(a), settings(b))
+    script_a, script_b = (
+        [line for line in c.text.splitlines(keepends=True) if not HASH.search(line)] for c in (a, b)
+    )
+    lines = list(
+        difflib.unified_diff(
+            script_a,
+            script_b,
+            f"{a.plan.script_name} ({a.source.file})",
+            f"{b.plan.script_name} ({b.source.file})",
+        )
+    )
+    if not (what or how or lines):
+        return "the configs compile to the same script\n", False
+    out = ["what changes:", *(what or ["  nothing of the above"]), ""]
+    out += ["settings:", *(how or ["  the same"]), ""]
+    if lines:
+        out.append("scripts (lines holding a sha256 left out):")
+        return "\n".join(out) + "\n" + "".join(lines), True
+    return "\n".join(out) + "the scripts are the same\n", True
