@@ -15,7 +15,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 9aeefc5ddb2825f3fcfa4d0f6e820fb1de6e580d468b80bca04f5e4e64391e0a
+# mhgen-body-sha256: 9df04236f0af96c30b5a5e8903c6c4032252e28c372fb8e976de057ef328524e
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -254,38 +254,122 @@ def check_messages(messages: list) -> None:
         raise DataError("the conversation must end with an assistant reply")
 
 
-def read_conversations(path: Path) -> list[list[dict]]:
-    """Every example of a JSONL file; all malformed lines are reported before anything is loaded."""
-    if not path.is_file():
-        sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
-    conversations, problems = [], []
+def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, str]:
+    """Line ``number`` of the JSONL file: (its messages, ""), or (None, what is wrong with it,
+    naming the line), or (None, "") when it is blank."""
+    try:
+        line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
+        return None, (
+            f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        )
+    if not line.strip():
+        return None, ""
+    try:
+        return to_messages(json.loads(line)), ""
+    except json.JSONDecodeError as exc:
+        return None, f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})"
+    except KeyError as exc:
+        return None, f"{path}:{number}: missing key {exc.args[0]!r}"
+    except (DataError, TypeError) as exc:
+        return None, f"{path}:{number}: {exc}"
+
+
+def first_conversations(path: Path, count: int) -> list[list[dict]]:
+    """The first ``count`` examples of the file, for the dry run and the chat template check."""
+    found = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
-                problems.append(
-                    f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                    f"{column}); save the file as UTF-8"
-                )
-                continue
-            if not line.strip():
-                continue
-            try:
-                conversations.append(to_messages(json.loads(line)))
-            except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})")
-            except KeyError as exc:
-                problems.append(f"{path}:{number}: missing key {exc.args[0]!r}")
-            except (DataError, TypeError) as exc:
-                problems.append(f"{path}:{number}: {exc}")
-    if problems:
-        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        sys.exit("\n".join(problems[:20]) + more)
-    if not conversations:
+            messages, _ = parse_row(number, raw, str(path))
+            found += [messages] if messages else []
+            if len(found) == count:
+                break
+    return found
+
+
+def file_lines(path: str, fingerprint: str):
+    """The lines of a file, as bytes, for datasets.Dataset.from_generator (``fingerprint``, the
+    file's, makes datasets' own cache of them follow the content, not just the name)."""
+    with open(path, "rb") as f:
+        for raw in f:
+            yield {"line": raw}
+
+
+def lines_dataset(path: Path, cache: Path):
+    """The file's lines as an Arrow table on disk (in ``cache``), read once."""
+    from datasets import Dataset, Features, Value
+
+    return Dataset.from_generator(
+        file_lines,
+        features=Features({"line": Value("binary")}),
+        gen_kwargs={"path": str(path), "fingerprint": fingerprint(path)},
+        cache_dir=str(cache / "lines" / fingerprint_name(path)),
+    )
+
+
+def first_process_makes(path: Path) -> bool:
+    """Whether this process makes ``path``: under torchrun the first process of the machine does,
+    and the others wait until it is there."""
+    import time
+
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        return True
+    while not path.exists():  # torchrun stops every process if the first one fails
+        time.sleep(0.5)
+    return False
+
+
+def processes(rows: int) -> int:
+    """Processes for datasets.map: one per 20,000 rows, at most one per CPU core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, rows // 20_000))
+
+
+def row_problems(lines: list[bytes], indices: list[int], path: str) -> dict:
+    """datasets.map over a batch of lines: for each, what is wrong with it ("" when nothing) and
+    whether it is blank."""
+    out = {"problem": [], "blank": []}
+    for index, raw in zip(indices, lines, strict=True):
+        messages, problem = parse_row(index + 1, raw, path)
+        out["problem"].append(problem)
+        out["blank"].append(messages is None and not problem)
+    return out
+
+
+def check_rows(path: Path, cache: Path) -> None:
+    """Every malformed row reported (the first 20, and how many more), in one run and before
+    anything loads; a file found whole once is not read again for this."""
+    if not path.is_file():
+        sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
+    marker = cache / "checked" / fingerprint_name(path)
+    if marker.is_file() or not first_process_makes(marker):
+        return
+    from datasets import Features, Value
+
+    lines = lines_dataset(path, cache)
+    checked = lines.map(
+        row_problems,
+        batched=True,
+        with_indices=True,
+        input_columns=["line"],
+        remove_columns=["line"],
+        num_proc=processes(len(lines)),
+        features=Features({"problem": Value("string"), "blank": Value("bool")}),
+        fn_kwargs={"path": str(path)},
+        desc=f"checking {path.name}",
+    )
+    bad = checked.filter(
+        lambda problems: [bool(p) for p in problems], input_columns=["problem"], batched=True
+    )
+    if len(bad):
+        more = f"\n... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        sys.exit("\n".join(bad.select(range(min(20, len(bad))))[:]["problem"]) + more)
+    if checked.with_format("numpy")[:]["blank"].all():
         sys.exit(f"error: {path}: no examples")
-    return conversations
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(path) + "\n", encoding="utf-8")
 
 
 def tokenize(tokenizer, messages: list[dict]) -> dict:
@@ -300,7 +384,7 @@ def tokenize(tokenizer, messages: list[dict]) -> dict:
         "".join(text for text, _ in segments),
         add_special_tokens=False,
         return_offsets_mapping=True,
-        verbose=False,  # no warning for a long one: build_examples cuts it and counts it
+        verbose=False,  # no warning for a long one: tokenize_rows cuts it and counts it
     )
     input_ids = encoding["input_ids"]
     if not ASSISTANT_ONLY_LOSS:  # every token is trained, the prompts too
@@ -317,46 +401,145 @@ def tokenize(tokenizer, messages: list[dict]) -> dict:
     return {"input_ids": input_ids, "labels": labels}
 
 
-def build_examples(tokenizer, conversations: list[list[dict]]) -> tuple[list[dict], dict]:
-    """Tokenized examples cut to MAX_SEQ_LENGTH, and counts of what was cut or dropped."""
-    examples, stats = [], {"truncated": 0, "dropped_no_target": 0, "lengths": []}
-    for messages in conversations:
-        example = tokenize(tokenizer, messages)
-        stats["lengths"].append(len(example["input_ids"]))
-        if len(example["input_ids"]) > MAX_SEQ_LENGTH:
-            stats["truncated"] += 1
-            example = {k: v[:MAX_SEQ_LENGTH] for k, v in example.items()}
-        if all(label == IGNORE_INDEX for label in example["labels"]):
-            stats["dropped_no_target"] += 1  # truncation cut every assistant token
-            continue
-        examples.append(example)
-    return examples, stats
+def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) -> dict:
+    """datasets.map over a batch of checked lines: each example's token ids and labels cut to
+    MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
+    out = {"input_ids": [], "labels": [], "length": [], "kept": []}
+    for index, raw in zip(indices, lines, strict=True):
+        messages, _ = parse_row(index + 1, raw, path)
+        example = tokenize(tokenizer, messages) if messages else {"input_ids": [], "labels": []}
+        out["length"].append(len(example["input_ids"]))  # 0: a blank line
+        labels = example["labels"][:MAX_SEQ_LENGTH]
+        out["input_ids"].append(example["input_ids"][:MAX_SEQ_LENGTH])
+        out["labels"].append(labels)
+        out["kept"].append(any(label != IGNORE_INDEX for label in labels))
+    return out
 
 
-def describe(stats: dict, kept: int) -> str:
-    """Token-length profile of the data and what MAX_SEQ_LENGTH does to it."""
-    ordered = sorted(stats["lengths"])
+def tokens_key(tokenizer, path: Path) -> str:
+    """What decides the tokens of ``path``: its content, the tokenizer, and the code and constants
+    that turn a row into token ids and labels (tokenize_rows and all it calls)."""
+    import hashlib
+
+    parts = [fingerprint(path), tokenizer_fingerprint(tokenizer), code_of(tokenize_rows)]
+    return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def code_of(function, seen=None) -> str:
+    """The compiled code of ``function`` and of every function of this script it calls, and the
+    values of the constants they read: everything that decides what it returns."""
+    import inspect
+
+    seen = set() if seen is None else seen
+    parts, codes = [], [function.__code__]
+    while codes:
+        code = codes.pop()
+        constants = [c for c in code.co_consts if not inspect.iscode(c)]
+        parts.append(f"{code.co_code.hex()} {constants!r} {code.co_names}")
+        codes += [c for c in code.co_consts if inspect.iscode(c)]  # comprehensions, lambdas
+        for name in sorted(set(code.co_names) - seen):
+            seen.add(name)
+            value = globals().get(name)
+            if inspect.isfunction(value) and value.__module__ == __name__:
+                parts.append(code_of(value, seen))
+            elif name.isupper() and name in globals():
+                parts.append(f"{name} = {value!r}")
+    return "\n".join(parts)
+
+
+def tokenized(tokenizer, path: Path, cache: Path):
+    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length), made in
+    parallel once; a later run on the same data with the same tokenizer and settings takes them
+    from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
+    from datasets import Features, List, Value, load_from_disk
+
+    folder = cache / "tokens" / tokens_key(tokenizer, path)
+    made = folder / "mhgen_profile.json"
+    if made.is_file() or not first_process_makes(made):
+        say(f"tokenized data: {folder} (made by an earlier run on the same data; safe to delete)")
+        profile = json.loads((folder / "mhgen_profile.json").read_text(encoding="utf-8"))
+        return load_from_disk(str(folder)), profile
+    lines = lines_dataset(path, cache)
+    workers = processes(len(lines))
+    if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    rows = lines.map(
+        tokenize_rows,
+        batched=True,
+        with_indices=True,
+        input_columns=["line"],
+        remove_columns=["line"],
+        num_proc=workers,
+        features=Features(
+            {
+                "input_ids": List(Value("int32")),
+                "labels": List(Value("int32")),
+                "length": Value("int32"),
+                "kept": Value("bool"),
+            }
+        ),
+        fn_kwargs={"tokenizer": tokenizer, "path": str(path)},
+        desc=f"tokenizing {path.name} ({workers} processes)",
+    )
+    columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
+    profile = length_profile(columns["length"], columns["kept"])
+    examples = rows.filter(lambda k: k, input_columns=["kept"], batched=True).remove_columns("kept")
+    staging = folder.with_name(folder.name + ".in-progress")
+    shutil.rmtree(staging, ignore_errors=True)
+    examples.save_to_disk(str(staging))
+    (staging / "mhgen_profile.json").write_text(json.dumps(profile), encoding="utf-8")
+    promote(staging, folder)
+    shutil.rmtree(cache / "lines" / fingerprint_name(path))  # its lines: the tokens are made
+    if not any((cache / "lines").iterdir()):
+        (cache / "lines").rmdir()
+    say(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")
+    return load_from_disk(str(folder)), profile
+
+
+def length_profile(lengths, kept) -> dict:
+    """The token lengths of the examples (before MAX_SEQ_LENGTH cuts them; 0: a blank line) and
+    what the cut does, from two numpy arrays."""
+    import numpy as np
+
+    real = lengths > 0
+    ordered = np.sort(lengths[real])
 
     def pct(p: float) -> int:
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+        return int(ordered[min(len(ordered) - 1, int(p * len(ordered)))])
 
+    return {
+        "examples": int(real.sum()),
+        "min": pct(0),
+        "median": pct(0.5),
+        "p95": pct(0.95),
+        "max": int(ordered[-1]),
+        "truncated": int((lengths > MAX_SEQ_LENGTH).sum()),
+        "dropped_no_target": int((real & ~kept).sum()),  # truncation cut every assistant token
+        "kept": int(kept.sum()),
+    }
+
+
+def describe(profile: dict) -> str:
+    """Token-length profile of the data and what MAX_SEQ_LENGTH does to it."""
     return (
-        f"tokens per example: min {ordered[0]}, median {pct(0.5)}, p95 {pct(0.95)}, "
-        f"max {ordered[-1]}\n{len(ordered)} examples: {stats['truncated']} longer than "
-        f"MAX_SEQ_LENGTH={MAX_SEQ_LENGTH} are truncated, {stats['dropped_no_target']} left with "
-        f"no assistant token are dropped, {kept} train"
+        f"tokens per example: min {profile['min']}, median {profile['median']}, p95 "
+        f"{profile['p95']}, max {profile['max']}\n{profile['examples']} examples: "
+        f"{profile['truncated']} longer than MAX_SEQ_LENGTH={MAX_SEQ_LENGTH} are truncated, "
+        f"{profile['dropped_no_target']} left with no assistant token are dropped, "
+        f"{profile['kept']} train"
     )
 
 
-def dry_run(tokenizer, conversations: list[list[dict]]) -> None:
+def dry_run(tokenizer, path: Path, cache: Path) -> None:
     """Print the first example as text and as trained/untrained tokens, and the length profile."""
+    (messages,) = first_conversations(path, 1)
     print("--- first example, as the model sees it:")
-    print(format_conversation(conversations[0]))
-    labels = tokenize(tokenizer, conversations[0])["labels"]
+    print(format_conversation(messages))
+    labels = tokenize(tokenizer, messages)["labels"]
     print("--- the tokens it is trained to generate (the rest is context):")
     print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
-    examples, stats = build_examples(tokenizer, conversations)
-    print("--- " + describe(stats, len(examples)))
+    _, profile = tokenized(tokenizer, path, cache)
+    print("--- " + describe(profile))
 
 
 def check_chat_template(tokenizer, conversations: list[list[dict]]) -> None:
@@ -386,15 +569,16 @@ def check_chat_template(tokenizer, conversations: list[list[dict]]) -> None:
     say(f"chat template check: {min(3, len(conversations))} examples match the tokenizer's own")
 
 
-def split_eval(examples: list[dict]) -> tuple[list[dict], list[dict]]:
+def split_eval(dataset):
+    """(train, evaluation) of a Dataset: EVAL_SPLIT of its examples, drawn with SEED, held out."""
     import random
 
-    if EVAL_SPLIT == 0 or len(examples) < 2:
-        return examples, []
-    shuffled = examples[:]
-    random.Random(SEED).shuffle(shuffled)
-    n_eval = max(1, round(len(shuffled) * EVAL_SPLIT))
-    return shuffled[n_eval:], shuffled[:n_eval]
+    if EVAL_SPLIT == 0 or len(dataset) < 2:
+        return dataset, None
+    order = list(range(len(dataset)))
+    random.Random(SEED).shuffle(order)
+    n_eval = max(1, round(len(order) * EVAL_SPLIT))
+    return dataset.select(order[n_eval:]), dataset.select(order[:n_eval])
 
 
 # --- model
@@ -978,8 +1162,12 @@ def trainer_class():
         staging = False
 
         def _get_train_sampler(self, train_dataset=None):  # the Trainer's hook for the order
-            dataset = self.train_dataset if train_dataset is None else train_dataset
-            lengths = [len(ids) for ids in dataset["input_ids"]]
+            # the examples' lengths as cut to MAX_SEQ_LENGTH, from their "length" column (the
+            # Trainer drops it from the dataset it passes here; the rows are the same)
+            lengths = self.train_dataset.select_columns(["length"]).with_format("numpy")[:][
+                "length"
+            ]
+            lengths = [min(int(n), MAX_SEQ_LENGTH) for n in lengths]
             return LengthGroupedSampler(lengths, PER_DEVICE_TRAIN_BATCH_SIZE, SEED)
 
         finite_loss = True  # every micro-batch of the step being trained had a finite loss
@@ -1079,14 +1267,27 @@ FINGERPRINT_WHOLE = 256 << 20  # bytes: a data file up to this size is hashed wh
 
 
 def fingerprint(path: Path) -> str:
+    """What identifies a data file's content (see content_fingerprint); computed once per run."""
+    stat = path.stat()
+    return content_fingerprint(str(path), stat.st_size, stat.st_mtime_ns, FINGERPRINT_WHOLE)
+
+
+def fingerprint_name(path: Path) -> str:
+    """The fingerprint as a file name."""
+    import hashlib
+
+    return hashlib.sha256(fingerprint(path).encode("utf-8")).hexdigest()[:32]
+
+
+@functools.cache
+def content_fingerprint(path: str, size: int, modified: int, whole: int) -> str:
     """What identifies a data file's content: its sha256, or for a larger file its size,
     line count and the sha256 of its first and last MiB (hashing gigabytes on every start would
     cost minutes). --resume checks that the data is what the run started with."""
     import hashlib
 
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        if size <= FINGERPRINT_WHOLE:
+    with open(path, "rb") as f:
+        if size <= whole:
             digest = hashlib.sha256()
             for block in iter(lambda: f.read(1 << 24), b""):
                 digest.update(block)
@@ -1338,36 +1539,50 @@ def quiet_known_warnings() -> None:
 def main() -> None:
     quiet_known_warnings()
     args = parse_args()
-    conversations = read_conversations(Path(args.data))
-    require("transformers")
-    tokenizer = load_tokenizer()
+    data, output_dir = Path(args.data), Path(args.output_dir)
+    require("transformers", "datasets")
+    from datasets import disable_progress_bars
+
+    if not sys.stderr.isatty():
+        disable_progress_bars()  # bars redrawn into a log are noise (at a terminal they stay)
     if args.dry_run:
-        dry_run(tokenizer, conversations)
-        check_chat_template(tokenizer, conversations)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as cache:  # the dry run leaves nothing behind
+            check_rows(data, Path(cache))
+            tokenizer = load_tokenizer()
+            dry_run(tokenizer, data, Path(cache))
+            check_chat_template(tokenizer, first_conversations(data, 3))
         return
-    check_chat_template(tokenizer, conversations)
-    output_dir, inputs = Path(args.output_dir), run_inputs(args, tokenizer)
+    cache = output_dir.parent / "mhgen-data-cache"  # tokenized data, kept for the next run
+    check_rows(data, cache)
+    if EVAL_DATASET_PATH is not None:
+        check_rows(Path(EVAL_DATASET_PATH), cache)
+    tokenizer = load_tokenizer()
+    check_chat_template(tokenizer, first_conversations(data, 3))
+    inputs = run_inputs(args, tokenizer)
     checkpoint = check_output_dir(output_dir, inputs, args.resume, args.overwrite)
     check_disk(output_dir)
     require("accelerate", "bitsandbytes", "datasets", "peft", "torch", "transformers", "trl")
-    examples, stats = build_examples(tokenizer, conversations)
-    say(describe(stats, len(examples)))
-    if not examples:
+    examples, profile = tokenized(tokenizer, data, cache)
+    say(describe(profile))
+    if not len(examples):
         sys.exit(
             f"error: truncation to MAX_SEQ_LENGTH={MAX_SEQ_LENGTH} tokens left no example with an "
             'assistant token to train on; raise "max_seq_length" in the config'
         )
     if EVAL_DATASET_PATH is not None:
-        train_examples = examples
-        eval_examples, _ = build_examples(tokenizer, read_conversations(Path(EVAL_DATASET_PATH)))
+        train_dataset, (eval_dataset, _) = (
+            examples,
+            tokenized(tokenizer, Path(EVAL_DATASET_PATH), cache),
+        )
     else:
-        train_examples, eval_examples = split_eval(examples)
+        train_dataset, eval_dataset = split_eval(examples)
 
     import torch
-    from datasets import Dataset, disable_progress_bars
     from transformers import set_seed
 
-    disable_progress_bars()  # of TRL's passes over the examples, already cut (build_examples)
+    disable_progress_bars()  # of TRL's passes over the examples, already cut (tokenize_rows)
 
     on_gpu = check_device()
     set_seed(SEED)  # before the model: LoRA's initial weights come from this seed too
@@ -1384,9 +1599,9 @@ def main() -> None:
     stopper = stop_on_signals()
     trainer = trainer_class()(
         model=model,
-        args=training_config(output_dir, args.max_steps, bool(eval_examples), on_gpu),
-        train_dataset=Dataset.from_list(train_examples),
-        eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+        args=training_config(output_dir, args.max_steps, eval_dataset is not None, on_gpu),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=[stopper],
     )

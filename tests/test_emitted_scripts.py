@@ -40,7 +40,8 @@ def test_shape(script):
     for name in (
         "format_conversation",
         "format_segments",
-        "read_conversations",
+        "check_rows",
+        "tokenized",
         "tokenize",
         "main",
     ):
