@@ -98,17 +98,19 @@ def tree_rss(pid: int) -> int:
 
 def measure(mode: str, script: Path, data: Path, cache: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, mode, str(script), str(data), str(cache)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    peak = 0
-    while child.poll() is None:
-        peak = max(peak, tree_rss(child.pid))
-        time.sleep(0.05)
-    out, err = child.communicate()
+    log = cache.with_name(cache.name + f"_{mode}.log")  # a file: a full pipe would stall it
+    with log.open("w") as sink:
+        child = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, mode, str(script), str(data), str(cache)],
+            stdout=sink, stderr=sink, text=True, env=env,
+        )  # fmt: skip
+        peak = 0
+        while child.poll() is None:
+            peak = max(peak, tree_rss(child.pid))
+            time.sleep(0.05)
+    out = log.read_text()
     if child.returncode:
-        sys.exit(f"{mode} failed:\n{err[-3000:]}")
+        sys.exit(f"{mode} failed:\n{out[-3000:]}")
     return {**json.loads(out.strip().splitlines()[-1]), "peak": peak}
 
 
