@@ -15,7 +15,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 9df04236f0af96c30b5a5e8903c6c4032252e28c372fb8e976de057ef328524e
+# mhgen-body-sha256: 2d5d3c126a4028022e2f21d75328e61d36a08ce41c68f7eb3c19ffbb04daf826
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -343,6 +343,8 @@ def check_rows(path: Path, cache: Path) -> None:
     anything loads; a file found whole once is not read again for this."""
     if not path.is_file():
         sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
+    if path.stat().st_size == 0:
+        sys.exit(f"error: {path}: no examples")
     marker = cache / "checked" / fingerprint_name(path)
     if marker.is_file() or not first_process_makes(marker):
         return

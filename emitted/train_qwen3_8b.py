@@ -15,7 +15,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 73e682192b5cf544dcca9dd34d3a984ef4c960c984551e361c5213c5869aec10
+# mhgen-body-sha256: 86acc55409bfe7d57fb6ce7dc4ee3b0705c24c0f971efae8663d248e3bc89232
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -342,6 +342,8 @@ def check_rows(path: Path, cache: Path) -> None:
     anything loads; a file found whole once is not read again for this."""
     if not path.is_file():
         sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
+    if path.stat().st_size == 0:
+        sys.exit(f"error: {path}: no examples")
     marker = cache / "checked" / fingerprint_name(path)
     if marker.is_file() or not first_process_makes(marker):
         return

@@ -15,7 +15,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 6efd6fe6cb09f730fe3ff6734c440786343dbb4eb7bd9fee9aa7e94a2b3356a6
+# mhgen-body-sha256: 8e70d15de2467fe39d2c3330899ea2a97097ab5d12146d3cebba264ceeff1db5
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -301,6 +301,8 @@ def check_rows(path: Path, cache: Path) -> None:
     anything loads; a file found whole once is not read again for this."""
     if not path.is_file():
         sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
+    if path.stat().st_size == 0:
+        sys.exit(f"error: {path}: no examples")
     marker = cache / "checked" / fingerprint_name(path)
     if marker.is_file() or not first_process_makes(marker):
         return

@@ -195,3 +195,13 @@ def test_malformed_rows_checked_in_parallel_are_all_reported_in_order(tmp_path):
         *(f"{data}:{line}: {message}" for line in sorted(broken)[:20]),
         "... and 5 more",
     ]
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_a_file_with_no_examples_says_so(tmp_path, content):
+    script = emitted_module(tmp_path, "Qwen/Qwen3-8B")
+    data = tmp_path / "train.jsonl"
+    data.write_text(content)
+    with pytest.raises(SystemExit) as stopped:
+        script["check_rows"](data, tmp_path / "cache")
+    assert str(stopped.value) == f"error: {data}: no examples"
