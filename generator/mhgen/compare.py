@@ -9,11 +9,11 @@ import re
 
 from . import vram
 from .pipeline import Compiled
+from .resolve import origin_mark
 
 HASH = re.compile(r"[0-9a-f]{64}")  # the config's and the body's sha256: they always differ
 # settings that only the harmony format reads
 HARMONY_ONLY = ("reasoning_effort", "chat_template_date")
-ORIGIN = {"default": " (default)", "auto": " (auto-detected)", "derived": " (derived)"}
 FORMATS = {  # each template's format, in words
     "formats/harmony.py.j2": "harmony (gpt-oss: analysis and final channels)",
     "formats/chatml-qwen3.py.j2": "chatml with Qwen3's <think> block",
@@ -60,7 +60,8 @@ def settings(compiled: Compiled) -> dict[str, str]:
     for key, value in plan.values.items():
         if key == "notes" or not applies(key, compiled):
             continue
-        out[key] = json.dumps(value, ensure_ascii=False) + ORIGIN.get(plan.origins.get(key), "")
+        mark = origin_mark(plan.origins.get(key, "config"))
+        out[key] = json.dumps(value, ensure_ascii=False) + mark
     notes = plan.values.get("notes")
     if isinstance(notes, dict):
         out |= {f"notes.{k}": json.dumps(v, ensure_ascii=False) for k, v in notes.items()}

@@ -9,6 +9,7 @@ from . import families
 from .compare import FORMATS, applies
 from .load import load_bytes
 from .pipeline import Compiled, compile_source
+from .resolve import ORIGIN_WORDS
 from .validate import validate
 
 EXAMPLE = [
@@ -25,14 +26,6 @@ SHOWCASE = (
     ("llama3", "meta-llama/Llama-3.1-8B-Instruct"),
     ("mistral", "mistralai/Mistral-7B-Instruct-v0.3"),
 )
-
-
-CHOSEN = {
-    "auto": "auto-detected",
-    "default": "default",
-    "derived": "derived",
-    "config": "set in the config",
-}
 
 
 def _compile(settings: dict) -> Compiled:
@@ -76,7 +69,7 @@ def explain_text(compiled: Compiled) -> str:
         matched = "matches no family pattern -> family unknown (by its name)"
     how = "auto-detected" if plan.origins["chat_template"] == "auto" else "set in the config"
     defaults = [k for k, o in plan.origins.items() if o == "default" and applies(k, compiled)]
-    chosen = {k: CHOSEN[o] for k, o in plan.origins.items()}
+    chosen = {k: ORIGIN_WORDS[o] for k, o in plan.origins.items()}
     lines = [
         f"base_model: {values['base_model']!r} {matched}",
         f"  why: {family.rule}",

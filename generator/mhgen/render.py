@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from .resolve import Plan
+from .resolve import ORIGIN_WORDS, Plan
 
 BODY_HASH_PLACEHOLDER = "0" * 64
 
@@ -162,17 +162,11 @@ def environment() -> jinja2.Environment:
     return env
 
 
-ORIGIN_COMMENTS = {
-    "default": "  # default",
-    "auto": "  # auto-detected",
-    "derived": "  # derived",
-    "config": "",
-}
-
-
 def render(plan: Plan) -> str:
     """The emitted script's text, before formatting (its body hash still a placeholder)."""
-    comment = {k: ORIGIN_COMMENTS[o] for k, o in plan.origins.items()}
+    # after a constant: how its value was chosen ("  # auto-detected"), nothing for the config's
+    origins = plan.origins.items()
+    comment = {k: "" if o == "config" else f"  # {ORIGIN_WORDS[o]}" for k, o in origins}
     template = environment().get_template("train.py.j2")
     return template.render(
         plan=plan,

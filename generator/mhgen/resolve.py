@@ -28,6 +28,21 @@ DEEPSPEED = "deepspeed>=0.16"
 LIGER = "liger-kernel>=0.6"
 
 
+# How a value was chosen, in words (a value from the config itself gets no mark)
+ORIGIN_WORDS = {
+    "config": "set in the config",
+    "default": "default",
+    "auto": "auto-detected",
+    "derived": "derived",
+}
+
+
+def origin_mark(origin: str) -> str:
+    """The mark after a value telling how it was chosen, such as " (auto-detected)"; none for
+    a value the config set."""
+    return "" if origin == "config" else f" ({ORIGIN_WORDS[origin]})"
+
+
 # Settings the emitted code is specialised for at compile time (the rest are its constants)
 COMPILED_IN = (
     "chat_template",
@@ -117,10 +132,9 @@ class Plan:
     def compiled_in(self) -> tuple[str, ...]:
         """The settings the script's code is written for (no constant could change them), as
         "key: value (how it was chosen)" for its constants block."""
-        words = {"default": " (default)", "auto": " (auto-detected)", "derived": " (derived)"}
         shown = {key: self.values[key] for key in COMPILED_IN}  # strings are schema enum values
         return tuple(
-            f"{key}: {v if isinstance(v, str) else json.dumps(v)}{words.get(self.origins[key], '')}"
+            f"{key}: {v if isinstance(v, str) else json.dumps(v)}{origin_mark(self.origins[key])}"
             for key, v in shown.items()
         )
 
