@@ -21,6 +21,15 @@ ETC = REPO / "etc"
 EMITTED = REPO / "emitted"
 
 MINIMAL = {"base_model": "Qwen/Qwen3-8B", "chat_template": "auto", "system_prompt": "Be brief."}
+# one model per chat format and variant, and the format of the tiny tokenizer that stands in for it
+FORMATS = {  # model name (drives auto-detection) -> tiny tokenizer format
+    "Qwen/Qwen3-8B": "chatml",
+    "Qwen/Qwen3-Coder-30B-A3B-Instruct": "chatml",
+    "openai/gpt-oss-20b": "harmony",
+    "meta-llama/Llama-2-7b-chat-hf": "llama",
+    "meta-llama/Llama-3.1-8B-Instruct": "llama3",
+    "mistralai/Mistral-7B-Instruct-v0.3": "mistral",
+}
 
 
 def require(*modules: str) -> None:

@@ -10,19 +10,11 @@ import sys
 
 import pytest
 
-from conftest import require, write_config
+from conftest import FORMATS, require, write_config
 from mhgen.pipeline import compile_config
 
 require("transformers")
 
-FORMATS = {  # model name (drives auto-detection) -> tiny tokenizer format
-    "Qwen/Qwen3-8B": "chatml",
-    "Qwen/Qwen3-Coder-30B-A3B-Instruct": "chatml",
-    "openai/gpt-oss-20b": "harmony",
-    "meta-llama/Llama-2-7b-chat-hf": "llama",
-    "meta-llama/Llama-3.1-8B-Instruct": "llama3",
-    "mistralai/Mistral-7B-Instruct-v0.3": "mistral",
-}
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Name a color."},

@@ -13,20 +13,12 @@ import sys
 
 import pytest
 
-from conftest import require, write_config
+from conftest import FORMATS, require, write_config
 from mhgen.pipeline import compile_config
 from runs import ENV, run, script_for, tiny_model_and_data
 
 require("transformers", "datasets")
 
-FORMATS = {  # model name (drives auto-detection) -> tiny tokenizer format
-    "Qwen/Qwen3-8B": "chatml",
-    "Qwen/Qwen3-Coder-30B-A3B-Instruct": "chatml",
-    "openai/gpt-oss-20b": "harmony",
-    "meta-llama/Llama-2-7b-chat-hf": "llama",
-    "meta-llama/Llama-3.1-8B-Instruct": "llama3",
-    "mistralai/Mistral-7B-Instruct-v0.3": "mistral",
-}
 MAX = 320  # max_seq_length: the long rows below are cut, one of them to no assistant token
 
 
