@@ -15,7 +15,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 54da92aa746e026dcb92eedfc1f4a4df28a954a94e575691ec97fb5a4b270d5c
+# mhgen-body-sha256: 19f3cca6bdad48c4a9f89c3b71e7e898fa5f6b043f2738f760d997f0d81101cd
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -1220,8 +1220,7 @@ def trainer_class():
             if self.is_world_process_zero():
                 name = f"checkpoint-{self.state.global_step}"
                 promote(output_dir / STAGING / name, output_dir / name)
-                whole = [c for c in checkpoints(output_dir) if not damage(c)]
-                for old in whole[:-SAVE_TOTAL_LIMIT]:  # a damaged one is left as it is
+                for old in whole_checkpoints(output_dir)[:-SAVE_TOTAL_LIMIT]:  # a damaged one stays
                     discard(old)
             self.accelerator.wait_for_everyone()
 
@@ -1333,6 +1332,11 @@ def checkpoints(output_dir: Path) -> list[Path]:
     """The trainer's checkpoint-STEP folders in output_dir, by step."""
     found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[11:]))
+
+
+def whole_checkpoints(output_dir: Path) -> list[Path]:
+    """Those checkpoints that are whole (see damage), by step."""
+    return [c for c in checkpoints(output_dir) if not damage(c)]
 
 
 def damage(checkpoint: Path) -> str:
@@ -1492,7 +1496,7 @@ def out_of_memory(batch) -> str:
 
 def not_finite(reason: str, output_dir: Path) -> str:
     """What to do when a step's loss or gradient is not finite; nothing of that step was applied."""
-    whole = [c for c in checkpoints(output_dir) if not damage(c)]
+    whole = whole_checkpoints(output_dir)
     newest = f"{whole[-1].name} is the newest checkpoint" if whole else "no checkpoint is saved yet"
     return (
         f"error: {reason}, before the optimizer applied it: the learning rate may be too high "

@@ -15,7 +15,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: a01d32ca4b9f29457f68a10786eb9d7e7697b32ec573ea85cfb02dd0a61d6180
+# mhgen-body-sha256: 2396f390853b51e5532a09794d2cb6d70408f067d845907920f5f680224f01de
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -947,8 +947,7 @@ def trainer_class():
             if self.is_world_process_zero():
                 name = f"checkpoint-{self.state.global_step}"
                 promote(output_dir / STAGING / name, output_dir / name)
-                whole = [c for c in checkpoints(output_dir) if not damage(c)]
-                for old in whole[:-SAVE_TOTAL_LIMIT]:  # a damaged one is left as it is
+                for old in whole_checkpoints(output_dir)[:-SAVE_TOTAL_LIMIT]:  # a damaged one stays
                     discard(old)
             self.accelerator.wait_for_everyone()
 
@@ -1060,6 +1059,11 @@ def checkpoints(output_dir: Path) -> list[Path]:
     """The trainer's checkpoint-STEP folders in output_dir, by step."""
     found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[11:]))
+
+
+def whole_checkpoints(output_dir: Path) -> list[Path]:
+    """Those checkpoints that are whole (see damage), by step."""
+    return [c for c in checkpoints(output_dir) if not damage(c)]
 
 
 def damage(checkpoint: Path) -> str:
@@ -1219,7 +1223,7 @@ def out_of_memory(batch) -> str:
 
 def not_finite(reason: str, output_dir: Path) -> str:
     """What to do when a step's loss or gradient is not finite; nothing of that step was applied."""
-    whole = [c for c in checkpoints(output_dir) if not damage(c)]
+    whole = whole_checkpoints(output_dir)
     newest = f"{whole[-1].name} is the newest checkpoint" if whole else "no checkpoint is saved yet"
     return (
         f"error: {reason}, before the optimizer applied it: the learning rate may be too high "

@@ -15,7 +15,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 1add49b6a590ca609ac8441bb67af359d0a10d6a6aadd60175ff99ad3ee8f1e7
+# mhgen-body-sha256: c98bdd6e7297f29050fa0529851a66cec076cb6337bb1bc658f58c474194d448
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -1165,8 +1165,7 @@ def trainer_class():
             if self.is_world_process_zero():
                 name = f"checkpoint-{self.state.global_step}"
                 promote(output_dir / STAGING / name, output_dir / name)
-                whole = [c for c in checkpoints(output_dir) if not damage(c)]
-                for old in whole[:-SAVE_TOTAL_LIMIT]:  # a damaged one is left as it is
+                for old in whole_checkpoints(output_dir)[:-SAVE_TOTAL_LIMIT]:  # a damaged one stays
                     discard(old)
             self.accelerator.wait_for_everyone()
 
@@ -1278,6 +1277,11 @@ def checkpoints(output_dir: Path) -> list[Path]:
     """The trainer's checkpoint-STEP folders in output_dir, by step."""
     found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[11:]))
+
+
+def whole_checkpoints(output_dir: Path) -> list[Path]:
+    """Those checkpoints that are whole (see damage), by step."""
+    return [c for c in checkpoints(output_dir) if not damage(c)]
 
 
 def damage(checkpoint: Path) -> str:
@@ -1437,7 +1441,7 @@ def out_of_memory(batch) -> str:
 
 def not_finite(reason: str, output_dir: Path) -> str:
     """What to do when a step's loss or gradient is not finite; nothing of that step was applied."""
-    whole = [c for c in checkpoints(output_dir) if not damage(c)]
+    whole = whole_checkpoints(output_dir)
     newest = f"{whole[-1].name} is the newest checkpoint" if whole else "no checkpoint is saved yet"
     return (
         f"error: {reason}, before the optimizer applied it: the learning rate may be too high "
