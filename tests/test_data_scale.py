@@ -73,7 +73,9 @@ def expected(script, tokenizer, items) -> tuple[list[dict], int, int]:
     for item in items:
         if isinstance(item, str):
             continue
-        example = script["tokenize"](tokenizer, script["to_messages"](json.loads(json.dumps(item))))
+        example = script["tokenize"](
+            tokenizer, **script["to_conversation"](json.loads(json.dumps(item)))
+        )
         cut += len(example["input_ids"]) > MAX
         example = {k: v[:MAX] for k, v in example.items()}
         if any(label != -100 for label in example["labels"]):
