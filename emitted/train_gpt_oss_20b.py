@@ -15,7 +15,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 19f3cca6bdad48c4a9f89c3b71e7e898fa5f6b043f2738f760d997f0d81101cd
+# mhgen-body-sha256: e0a9fa7b731c449c71f365f39f48bf6bc991b3e0dd4eab3874db3115c369d3b1
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -124,31 +124,163 @@ HARMONY_SYSTEM = (
     f"Current date: {CHAT_TEMPLATE_DATE}\n\n"
     f"Reasoning: {REASONING_EFFORT}\n\n"
     "# Valid channels: analysis, commentary, final. Channel must be included for every message."
-    "<|end|>"
 )
+HARMONY_TOOLS_CHANNEL = "\nCalls to these tools must go to the commentary channel: 'functions'."
+# Simple array items, and the scalar types, as the template names them in TypeScript.
+TYPESCRIPT_ARRAYS = {
+    "string": "string[]",
+    "number": "number[]",
+    "integer": "number[]",
+    "boolean": "boolean[]",
+}
+TYPESCRIPT_SCALARS = {"number": "number", "integer": "number", "boolean": "boolean"}
 
 
-def format_segments(messages: list[dict]) -> list[tuple[str, bool]]:
+def typescript_type(spec: dict) -> str:
+    """A JSON schema as the template's render_typescript_type writes it (its spacing included)."""
+    kind, nullable = spec.get("type"), " | null" if spec.get("nullable") else ""
+    if kind == "array":
+        items = spec.get("items")
+        if not items:
+            return "any[]" + nullable
+        if items.get("type") in TYPESCRIPT_ARRAYS:
+            return TYPESCRIPT_ARRAYS[items["type"]] + nullable
+        inner = typescript_type(items)
+        if inner == "object | object" or len(inner) > 50:
+            return "any[]" + nullable
+        return inner + "[]" + nullable
+    if isinstance(kind, list) and kind:
+        return " | ".join(str(k) for k in kind)
+    if spec.get("oneOf"):
+        variants = spec["oneOf"]
+        if len(variants) > 1 and any(v.get("type") == "object" for v in variants):
+            return "any"
+        parts = []
+        for variant in variants:
+            text = typescript_type(variant)
+            if variant.get("description"):
+                text += "// " + variant["description"]
+            if "default" in variant:  # indented as the template's source line is
+                text += " " * 20 + "// default: " + tojson(variant["default"])
+            parts.append(text)
+        return " | \n".join(parts)
+    if kind == "string" and spec.get("enum"):
+        return '"' + '" | "'.join(str(e) for e in spec["enum"]) + '"'
+    if kind == "string":
+        return "string" + nullable
+    if kind in TYPESCRIPT_SCALARS:
+        return TYPESCRIPT_SCALARS[kind]
+    if kind == "object":
+        if not spec.get("properties"):
+            return "object"
+        required = spec.get("required") or []
+        fields = [  # each type on a line of its own, after the template's indentation
+            f"{name}{'' if name in required else '?'}: \n{' ' * 16}{typescript_type(field)}"
+            for name, field in spec["properties"].items()
+        ]
+        return "{\n" + ", ".join(fields) + "}"
+    return "any"
+
+
+def tojson(value) -> str:
+    """Jinja's tojson as transformers defines it."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def function_namespace(tools: list[dict]) -> str:
+    """The row's tools as the developer message lists them: a TypeScript namespace of functions,
+    each with its description and parameters as comments and types."""
+    text = "## functions\n\nnamespace functions {\n\n"
+    for i, tool in enumerate(tools):
+        function = tool["function"]
+        if "description" not in function:
+            raise DataError(f"tools[{i}]: no 'description' (gpt-oss's template needs one)")
+        text += f"// {function['description']}\ntype {function['name']} = "
+        parameters = function.get("parameters") or {}
+        if not parameters.get("properties"):
+            text += "() => any;\n\n"
+            continue
+        text += "(_: {\n"
+        required = parameters.get("required") or []
+        for name, spec in parameters["properties"].items():
+            if spec.get("description"):
+                text += f"// {spec['description']}\n"
+            text += f"{name}{'' if name in required else '?'}: {typescript_type(spec)}"
+            if "default" in spec and spec.get("enum"):
+                text += ", // default: " + spec["default"]
+            elif "default" in spec and spec.get("oneOf"):
+                text += "// default: " + spec["default"]
+            elif "default" in spec:
+                text += ", // default: " + tojson(spec["default"])
+            text += ",\n"
+        text += "}) => any;\n\n"
+    return text + "} // namespace functions"
+
+
+def call_segments(i: int, message: dict, answered: bool) -> list[tuple[str, bool]]:
+    """Assistant message ``i``, which calls a tool, as its pieces.
+
+    The model writes, after "<|start|>assistant", the recipient and the arguments:
+    " to=functions.NAME<|channel|>commentary json<|message|>{...}<|call|>"; the loss covers all of
+    it, since the recipient is the choice of function. Its reasoning ("thinking", or its content:
+    the template takes either as the analysis before the call) is kept only while no final reply
+    follows (``answered``), as in the official template.
+    """
+    if len(message["tool_calls"]) > 1:
+        raise DataError(
+            f"message {i}: {len(message['tool_calls'])} tool calls in one message; gpt-oss's "
+            "template writes one call per assistant message: make them rounds of one call and "
+            "its result"
+        )
+    if message["content"] and message.get("thinking"):
+        raise DataError(
+            f"message {i}: both 'content' and 'thinking' on a message with a tool call; gpt-oss's "
+            "template takes either as the analysis before the call, not both"
+        )
+    function = message["tool_calls"][0]["function"]
+    segments = []
+    reasoning = message.get("thinking") or message["content"]
+    if reasoning and not answered:
+        segments.append(("<|start|>assistant<|channel|>analysis<|message|>", False))
+        segments.append((reasoning + "<|end|>", True))
+    recipient = f" to=functions.{function['name']}<|channel|>commentary"
+    arguments = tojson(call_arguments(message["tool_calls"][0]))
+    segments.append(("<|start|>assistant", False))
+    content_type = function.get("content_type", "json")
+    segments.append((f"{recipient} {content_type}<|message|>{arguments}<|call|>", True))
+    return segments
+
+
+def format_segments(messages: list[dict], tools: list[dict] | tuple = ()) -> list[tuple[str, bool]]:
     """The conversation as (text, trained) pieces; trained pieces are what the model generates.
 
     At inference the model is prompted with "<|start|>assistant" and writes the channel header,
     the reply and its end token; the loss covers the reply and its end token. The last reply ends
     with <|return|> (end of generation), earlier ones with <|end|>. A "thinking" field is rendered
-    as an analysis message before the last reply only, as the official template does.
+    as an analysis message before the last reply only, as the official template does. Tools are
+    listed in the developer message; a tool call and its result are their own messages on the
+    commentary channel (see call_segments), the result JSON-quoted as the template writes it.
     """
-    segments = [(HARMONY_SYSTEM, False)]
-    if messages[0]["role"] in SYSTEM_ROLES:
-        developer, turns = messages[0]["content"], messages[1:]
-    else:
-        developer, turns = "", messages
-    if developer:
-        segments.append(
-            (f"<|start|>developer<|message|># Instructions\n\n{developer}\n\n<|end|>", False)
-        )
-    for i, message in enumerate(turns):
+    segments = [(HARMONY_SYSTEM + (HARMONY_TOOLS_CHANNEL if tools else "") + "<|end|>", False)]
+    first = 1 if messages[0]["role"] in SYSTEM_ROLES else 0
+    developer = messages[0]["content"] if first else ""
+    if developer or tools:
+        instructions = f"# Instructions\n\n{developer}\n\n" if developer else ""
+        listing = f"# Tools\n\n{function_namespace(tools)}" if tools else ""
+        segments.append((f"<|start|>developer<|message|>{instructions}{listing}<|end|>", False))
+    called = ""  # the function of the last call: a tool message is its result
+    for i, message in enumerate(messages[first:], start=first):
         if message["role"] == "user":
             segments.append((f"<|start|>user<|message|>{message['content']}<|end|>", False))
-        elif i == len(turns) - 1:
+        elif message["role"] == "tool":
+            result = f"<|start|>functions.{called} to=assistant<|channel|>commentary<|message|>"
+            segments.append((f"{result}{tojson(message['content'])}<|end|>", False))
+        elif "tool_calls" in message:
+            later = messages[i + 1 :]
+            answered = any(m["role"] == "assistant" and "tool_calls" not in m for m in later)
+            segments += call_segments(i, message, answered)
+            called = message["tool_calls"][0]["function"]["name"]
+        elif i == len(messages) - 1:
             if "thinking" in message:
                 segments.append(("<|start|>assistant<|channel|>analysis<|message|>", False))
                 segments.append((message["thinking"] + "<|end|>", True))
@@ -160,21 +292,40 @@ def format_segments(messages: list[dict]) -> list[tuple[str, bool]]:
     return segments
 
 
-def official_render(tokenizer, messages: list[dict]) -> str:
+def template_messages(messages: list[dict]) -> list[dict]:
+    """Messages as the official template reads them: a tool call's arguments as an object."""
+    return [
+        {
+            **m,
+            "tool_calls": [
+                {**c, "function": {**c["function"], "arguments": call_arguments(c)}}
+                for c in m["tool_calls"]
+            ],
+        }
+        if "tool_calls" in m
+        else m
+        for m in messages
+    ]
+
+
+def official_render(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) -> str:
     """The tokenizer's own chat template, rendered for training, with the date it writes from the
     clock replaced by CHAT_TEMPLATE_DATE (the one deliberate difference)."""
     import datetime
 
     text = tokenizer.apply_chat_template(
-        messages, tokenize=False, reasoning_effort=REASONING_EFFORT
+        template_messages(messages),
+        tools=list(tools) or None,
+        tokenize=False,
+        reasoning_effort=REASONING_EFFORT,
     )
     today = datetime.date.today().isoformat()
     return text.replace(f"Current date: {today}\n", f"Current date: {CHAT_TEMPLATE_DATE}\n", 1)
 
 
-def format_conversation(messages: list[dict]) -> str:
-    """The exact training text of one conversation."""
-    return "".join(text for text, _ in format_segments(messages))
+def format_conversation(messages: list[dict], tools: list[dict] | tuple = ()) -> str:
+    """The exact training text of one conversation (and the tools it may call)."""
+    return "".join(text for text, _ in format_segments(messages, tools))
 
 
 # --- data
@@ -184,8 +335,9 @@ class DataError(ValueError):
     """A malformed training row; the message names what is wrong."""
 
 
-def to_messages(row: dict) -> list[dict]:
-    """One JSONL row as chat messages; SYSTEM_PROMPT first if the row has no system message."""
+def to_conversation(row: dict) -> dict:
+    """One JSONL row as {"messages": its chat messages, "tools": the functions they may call};
+    SYSTEM_PROMPT first if the row has no system message."""
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, found {type(row).__name__}")
     if "messages" in row:
@@ -199,7 +351,14 @@ def to_messages(row: dict) -> list[dict]:
         raise DataError(
             f"keys {keys}: expected messages, prompt + completion, or instruction + output"
         )
-    check_messages(messages)
+    tools = row.get("tools") or []
+    check_messages(messages, check_tools(tools))
+    # an assistant message that only calls tools: content "", as the official templates read it
+    for message in messages:
+        if message.get("content") is None:
+            message["content"] = ""
+        if not message.get("tool_calls"):
+            message.pop("tool_calls", None)
     # an assistant's reasoning: "thinking" as gpt-oss names it, or Qwen's "reasoning_content"
     for message in messages:
         if "reasoning_content" in message:
@@ -208,9 +367,12 @@ def to_messages(row: dict) -> list[dict]:
                 message.setdefault("thinking", reasoning)
         if message.get("thinking", "") is None:
             del message["thinking"]  # null: no reasoning, as the official templates read it
+    format_segments(
+        messages, tools
+    )  # what the chat format cannot write fails here, by message number
     if messages[0]["role"] not in SYSTEM_ROLES and SYSTEM_PROMPT:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
-    return messages
+    return {"messages": messages, "tools": tools}
 
 
 def user(row: dict, key: str, extra: str = "") -> dict:
@@ -224,8 +386,98 @@ def assistant(row: dict, key: str) -> dict:
     return {"role": "assistant", "content": row[key]}
 
 
-def check_messages(messages: list) -> None:
-    """After an optional system message: user, assistant, user, ..., ending with assistant."""
+def check_tools(tools: list) -> dict[str, dict]:
+    """A row's "tools": OpenAI-style function definitions, by name."""
+    if not isinstance(tools, list):
+        raise DataError("'tools' must be a list of function definitions")
+    functions = {}
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type") != "function":
+            raise DataError(
+                f"tools[{i}]: expected " + '{"type": "function", "function": {"name": ...}}'
+            )
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise DataError(f"tools[{i}]: the function has no 'name'")
+        if name in functions:
+            raise DataError(f"tools[{i}]: a second function named {name!r}")
+        if not isinstance(function.get("description", ""), str):
+            raise DataError(f"tools[{i}]: 'description' must be a string")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise DataError(f"tools[{i}]: 'parameters' must be a JSON schema object")
+        functions[name] = function
+    return functions
+
+
+def call_arguments(call: dict) -> dict:
+    """A tool call's arguments as an object (the data may give them as a JSON string)."""
+    arguments = call["function"]["arguments"]
+    return json.loads(arguments) if isinstance(arguments, str) else arguments
+
+
+def check_calls(i: int, calls: list, functions: dict) -> None:
+    """The tool calls of assistant message ``i``: each names a function of the row's tools and
+    gives its arguments as an object or as a JSON string of one."""
+    if not isinstance(calls, list):
+        raise DataError(f"message {i}: 'tool_calls' must be a list")
+    for j, call in enumerate(calls):
+        where = f"message {i}, tool call {j}"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or call.get("type", "function") != "function":
+            raise DataError(
+                f"{where}: expected "
+                + '{"type": "function", "function": {"name": ..., "arguments": ...}}'
+            )
+        if function.get("name") not in functions:
+            defined = ", ".join(functions) or "none"
+            raise DataError(
+                f"{where}: calls {function.get('name')!r}, which the row's 'tools' do not "
+                f"define (defined: {defined})"
+            )
+        if "arguments" not in function:
+            raise DataError(f"{where}: no 'arguments'")
+        try:
+            arguments = call_arguments(call)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{where}: malformed 'arguments': not JSON ({exc.msg}, column {exc.colno})"
+            ) from None
+        if not isinstance(arguments, dict):
+            raise DataError(
+                f"{where}: 'arguments' must be a JSON object, found {type(arguments).__name__}"
+            )
+        if not isinstance(call.get("id", ""), str):
+            raise DataError(f"{where}: 'id' must be a string")
+
+
+def answer(i: int, message: dict, unanswered: list) -> None:
+    """Tool message ``i`` answers one of the ``unanswered`` calls before it: the one its
+    tool_call_id names, else the first; that call is taken off the list."""
+    for key in ("tool_call_id", "name"):
+        if not isinstance(message.get(key, ""), str):
+            raise DataError(f"message {i}: {key!r} must be a string")
+    call = unanswered[0]
+    if "tool_call_id" in message:
+        matching = [c for c in unanswered if c.get("id") == message["tool_call_id"]]
+        if not matching:
+            raise DataError(
+                f"message {i}: tool_call_id {message['tool_call_id']!r} answers no unanswered "
+                "call of the assistant message before it"
+            )
+        call = matching[0]
+    if message.get("name", call["function"]["name"]) != call["function"]["name"]:
+        raise DataError(
+            f"message {i}: a result of {message['name']!r}, but the call it answers is to "
+            f"{call['function']['name']!r}"
+        )
+    unanswered.remove(call)
+
+
+def check_messages(messages: list, functions: dict) -> None:
+    """After an optional system message: user, assistant, user, ..., ending with an assistant
+    message. An assistant message with tool_calls is followed by one tool message answering each
+    call, then by the assistant again (unless it ends the conversation)."""
     if not isinstance(messages, list) or not messages:
         raise DataError("'messages' must be a non-empty list")
     for i, message in enumerate(messages):
@@ -233,7 +485,12 @@ def check_messages(messages: list) -> None:
             raise DataError(f"message {i}: expected an object, found {type(message).__name__}")
         if "role" not in message:
             raise DataError(f"message {i}: no 'role' (system, user or assistant)")
-        if not isinstance(message.get("content"), str):
+        calls = message.get("tool_calls")
+        if calls is not None and message["role"] != "assistant":
+            raise DataError(f"message {i}: only an assistant message has 'tool_calls'")
+        if not isinstance(message.get("content"), str) and not (
+            calls and message.get("content") is None
+        ):
             raise DataError(f"message {i}: expected a string 'content'")
         for key in ("thinking", "reasoning_content"):
             if message.get(key) is None:
@@ -241,22 +498,42 @@ def check_messages(messages: list) -> None:
             if message["role"] != "assistant" or not isinstance(message[key], str):
                 raise DataError(f"message {i}: {key!r} must be a string on an assistant message")
     first = 1 if messages[0]["role"] in SYSTEM_ROLES else 0
+    expected, unanswered = "user", []
     for i, message in enumerate(messages[first:], start=first):
-        expected = "user" if (i - first) % 2 == 0 else "assistant"
+        if message["role"] == "tool" and unanswered:
+            answer(i, message, unanswered)
+            expected = "assistant"
+            continue
+        if message["role"] == "tool":
+            raise DataError(
+                f"message {i}: a tool message that answers no call (every call before it has "
+                "its result)"
+            )
+        if unanswered:
+            raise DataError(
+                f"message {i}: role {message['role']!r}, expected a 'tool' message answering "
+                f"the call to {unanswered[0]['function']['name']!r} (one tool message per call)"
+            )
         if message["role"] != expected:
             raise DataError(
                 f"message {i}: role {message['role']!r}, expected {expected!r} (after an "
                 "optional system message, user and assistant alternate)"
             )
-        if expected == "assistant" and not message["content"].strip():
-            raise DataError(f"message {i}: empty assistant reply")
+        if expected == "assistant":
+            check_calls(i, message.get("tool_calls") or [], functions)
+            unanswered = list(message.get("tool_calls") or [])
+            if not unanswered and not (message["content"] or "").strip():
+                raise DataError(f"message {i}: empty assistant reply")
+            expected = "user"
+        else:
+            expected = "assistant"
     if len(messages) == first or messages[-1]["role"] != "assistant":
         raise DataError("the conversation must end with an assistant reply")
 
 
-def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, str]:
-    """Line ``number`` of the JSONL file: (its messages, ""), or (None, what is wrong with it,
-    naming the line), or (None, "") when it is blank."""
+def parse_row(number: int, raw: bytes, path: str) -> tuple[dict | None, str]:
+    """Line ``number`` of the JSONL file: (its conversation, ""), or (None, what is wrong with
+    it, naming the line), or (None, "") when it is blank."""
     try:
         line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
@@ -268,7 +545,7 @@ def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, st
     if not line.strip():
         return None, ""
     try:
-        return to_messages(json.loads(line)), ""
+        return to_conversation(json.loads(line)), ""
     except json.JSONDecodeError as exc:
         return None, f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})"
     except KeyError as exc:
@@ -277,13 +554,13 @@ def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, st
         return None, f"{path}:{number}: {exc}"
 
 
-def first_conversations(path: Path, count: int) -> list[list[dict]]:
+def first_conversations(path: Path, count: int) -> list[dict]:
     """The first ``count`` examples of the file, for the dry run and the chat template check."""
     found = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
-            messages, _ = parse_row(number, raw, str(path))
-            found += [messages] if messages else []
+            conversation, _ = parse_row(number, raw, str(path))
+            found += [conversation] if conversation else []
             if len(found) == count:
                 break
     return found
@@ -332,9 +609,9 @@ def row_problems(lines: list[bytes], indices: list[int], path: str) -> dict:
     whether it is blank."""
     out = {"problem": [], "blank": []}
     for index, raw in zip(indices, lines, strict=True):
-        messages, problem = parse_row(index + 1, raw, path)
+        conversation, problem = parse_row(index + 1, raw, path)
         out["problem"].append(problem)
-        out["blank"].append(messages is None and not problem)
+        out["blank"].append(conversation is None and not problem)
     return out
 
 
@@ -374,14 +651,14 @@ def check_rows(path: Path, cache: Path) -> None:
     marker.write_text(str(path) + "\n", encoding="utf-8")
 
 
-def tokenize(tokenizer, messages: list[dict]) -> dict:
+def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) -> dict:
     """Token ids of one conversation and their labels: the id where the model learns to generate
     the token, IGNORE_INDEX elsewhere.
 
     The chat format's text carries its own BOS where the model expects one, so the tokenizer adds
     no special tokens. A token is trained when it starts inside a trained segment.
     """
-    segments = format_segments(messages)
+    segments = format_segments(messages, tools)
     encoding = tokenizer(
         "".join(text for text, _ in segments),
         add_special_tokens=False,
@@ -408,8 +685,10 @@ def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) 
     MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
     out = {"input_ids": [], "labels": [], "length": [], "kept": []}
     for index, raw in zip(indices, lines, strict=True):
-        messages, _ = parse_row(index + 1, raw, path)
-        example = tokenize(tokenizer, messages) if messages else {"input_ids": [], "labels": []}
+        conversation, _ = parse_row(index + 1, raw, path)
+        example = (
+            tokenize(tokenizer, **conversation) if conversation else {"input_ids": [], "labels": []}
+        )
         out["length"].append(len(example["input_ids"]))  # 0: a blank line
         labels = example["labels"][:MAX_SEQ_LENGTH]
         out["input_ids"].append(example["input_ids"][:MAX_SEQ_LENGTH])
@@ -534,25 +813,26 @@ def describe(profile: dict) -> str:
 
 def dry_run(tokenizer, path: Path, cache: Path) -> None:
     """Print the first example as text and as trained/untrained tokens, and the length profile."""
-    (messages,) = first_conversations(path, 1)
+    (conversation,) = first_conversations(path, 1)
     print("--- first example, as the model sees it:")
-    print(format_conversation(messages))
-    labels = tokenize(tokenizer, messages)["labels"]
+    print(format_conversation(**conversation))
+    labels = tokenize(tokenizer, **conversation)["labels"]
     print("--- the tokens it is trained to generate (the rest is context):")
     print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
     _, profile = tokenized(tokenizer, path, cache)
     print("--- " + describe(profile))
 
 
-def check_chat_template(tokenizer, conversations: list[list[dict]]) -> None:
+def check_chat_template(tokenizer, conversations: list[dict]) -> None:
     """Render the first examples with the tokenizer's own chat template too, and compare."""
     if TEMPLATE_CHECK == "off":
         return
     if not getattr(tokenizer, "chat_template", None):
         say("note: the tokenizer has no chat template of its own; nothing to compare with")
         return
-    for number, messages in enumerate(conversations[:3], start=1):
-        ours, theirs = format_conversation(messages), official_render(tokenizer, messages)
+    for number, conversation in enumerate(conversations[:3], start=1):
+        ours = format_conversation(**conversation)
+        theirs = official_render(tokenizer, **conversation)
         if ours == theirs:
             continue
         pairs = zip(ours, theirs, strict=False)  # strict=False: the shorter text may end first

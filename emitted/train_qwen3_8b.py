@@ -15,7 +15,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 2396f390853b51e5532a09794d2cb6d70408f067d845907920f5f680224f01de
+# mhgen-body-sha256: 04c5c5892340656356d835e4e65cd723a0cd2d9883d4d11508f3ffc1ba667579
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -120,6 +120,15 @@ EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
 
 
 # --- chat format: ChatML with Qwen3's thinking block, as Qwen/Qwen3-8B's chat template renders it
+QWEN3_TOOLS = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+QWEN3_CALL_FORMAT = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+    "within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+)
 
 
 def split_thinking(message: dict) -> tuple[str, str]:
@@ -134,28 +143,74 @@ def split_thinking(message: dict) -> tuple[str, str]:
     return "", content
 
 
-def format_segments(messages: list[dict]) -> list[tuple[str, bool]]:
+def last_query(messages: list[dict]) -> int:
+    """The index of the last user message that is not a <tool_response> (the template's test):
+    replies after it keep their thinking."""
+    for i in range(len(messages) - 1, -1, -1):
+        content = messages[i]["content"]
+        if messages[i]["role"] == "user" and not (
+            content.startswith("<tool_response>") and content.endswith("</tool_response>")
+        ):
+            return i
+    return len(messages) - 1
+
+
+def system_segment(messages: list[dict], tools: list[dict] | tuple) -> list[tuple[str, bool]]:
+    """The system message; with tools, their JSON definitions and the call format after it."""
+    system = messages[0]["content"] if messages[0]["role"] in SYSTEM_ROLES else None
+    if not tools:
+        return [] if system is None else [(f"<|im_start|>system\n{system}<|im_end|>\n", False)]
+    listing = "".join("\n" + json.dumps(tool, ensure_ascii=False) for tool in tools)
+    intro = "" if system is None else system + "\n\n"
+    return [
+        (f"<|im_start|>system\n{intro}{QWEN3_TOOLS}{listing}{QWEN3_CALL_FORMAT}<|im_end|>\n", False)
+    ]
+
+
+def tool_call_text(call: dict) -> str:
+    """One call as the template writes it: its arguments verbatim when the data gives a JSON
+    string, as JSON when it gives an object."""
+    arguments = call["function"]["arguments"]
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    name = call["function"]["name"]
+    return '<tool_call>\n{"name": "' + name + '", "arguments": ' + arguments + "}\n</tool_call>"
+
+
+def format_segments(messages: list[dict], tools: list[dict] | tuple = ()) -> list[tuple[str, bool]]:
     """The conversation as (text, trained) pieces; trained pieces are what the model generates.
 
     At inference the model is prompted with "<|im_start|>assistant\n" and writes a thinking block
-    (empty when it has nothing to think), the reply and <|im_end|>; the loss covers all three. As in
-    the official template, only the reply after the last user message carries the thinking block;
-    earlier replies keep their text alone. The newline after <|im_end|> belongs to the template.
+    (empty when it has nothing to think), the reply, its tool calls and <|im_end|>; the loss covers
+    them all. As in the official template, replies after the last user message keep their thinking
+    block (the last one always, an empty one if it has none); earlier replies keep their text alone.
+    Tool results are context: consecutive ones share one user message of <tool_response> blocks.
+    The newline after <|im_end|> belongs to the template.
     """
-    segments = []
-    last = len(messages) - 1
+    segments = system_segment(messages, tools)
+    query, last = last_query(messages), len(messages) - 1
     for i, message in enumerate(messages):
         role = message["role"]
+        if i == 0 and role in SYSTEM_ROLES:
+            continue
+        if role == "tool":
+            opens = "<|im_start|>user" if messages[i - 1]["role"] != "tool" else ""
+            closes = "<|im_end|>\n" if i == last or messages[i + 1]["role"] != "tool" else ""
+            segments.append(
+                (f"{opens}\n<tool_response>\n{message['content']}\n</tool_response>{closes}", False)
+            )
+            continue
         if role != "assistant":
             segments.append((f"<|im_start|>{role}\n{message['content']}<|im_end|>\n", False))
             continue
         reasoning, reply = split_thinking(message)
+        text = reply
+        if i > query and (i == last or reasoning):
+            text = "<think>\n" + reasoning.strip("\n") + "\n</think>\n\n" + reply.lstrip("\n")
+        for j, call in enumerate(message.get("tool_calls", [])):
+            text += ("\n" if j or reply else "") + tool_call_text(call)
         segments.append(("<|im_start|>assistant\n", False))
-        if i == last:
-            thinking = "<think>\n" + reasoning.strip("\n") + "\n</think>\n\n"
-            segments.append((thinking + reply.lstrip("\n") + "<|im_end|>", True))
-        else:
-            segments.append((reply + "<|im_end|>", True))
+        segments.append((text + "<|im_end|>", True))
         segments.append(("\n", False))
     return segments
 
@@ -166,14 +221,16 @@ def template_messages(messages: list[dict]) -> list[dict]:
     return [{**m, "reasoning_content": m["thinking"]} if "thinking" in m else m for m in messages]
 
 
-def official_render(tokenizer, messages: list[dict]) -> str:
+def official_render(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) -> str:
     """The tokenizer's own chat template, rendered for training (no generation prompt)."""
-    return tokenizer.apply_chat_template(template_messages(messages), tokenize=False)
+    return tokenizer.apply_chat_template(
+        template_messages(messages), tools=list(tools) or None, tokenize=False
+    )
 
 
-def format_conversation(messages: list[dict]) -> str:
-    """The exact training text of one conversation."""
-    return "".join(text for text, _ in format_segments(messages))
+def format_conversation(messages: list[dict], tools: list[dict] | tuple = ()) -> str:
+    """The exact training text of one conversation (and the tools it may call)."""
+    return "".join(text for text, _ in format_segments(messages, tools))
 
 
 # --- data
@@ -183,8 +240,9 @@ class DataError(ValueError):
     """A malformed training row; the message names what is wrong."""
 
 
-def to_messages(row: dict) -> list[dict]:
-    """One JSONL row as chat messages; SYSTEM_PROMPT first if the row has no system message."""
+def to_conversation(row: dict) -> dict:
+    """One JSONL row as {"messages": its chat messages, "tools": the functions they may call};
+    SYSTEM_PROMPT first if the row has no system message."""
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, found {type(row).__name__}")
     if "messages" in row:
@@ -198,7 +256,14 @@ def to_messages(row: dict) -> list[dict]:
         raise DataError(
             f"keys {keys}: expected messages, prompt + completion, or instruction + output"
         )
-    check_messages(messages)
+    tools = row.get("tools") or []
+    check_messages(messages, check_tools(tools))
+    # an assistant message that only calls tools: content "", as the official templates read it
+    for message in messages:
+        if message.get("content") is None:
+            message["content"] = ""
+        if not message.get("tool_calls"):
+            message.pop("tool_calls", None)
     # an assistant's reasoning: "thinking" as gpt-oss names it, or Qwen's "reasoning_content"
     for message in messages:
         if "reasoning_content" in message:
@@ -207,9 +272,12 @@ def to_messages(row: dict) -> list[dict]:
                 message.setdefault("thinking", reasoning)
         if message.get("thinking", "") is None:
             del message["thinking"]  # null: no reasoning, as the official templates read it
+    format_segments(
+        messages, tools
+    )  # what the chat format cannot write fails here, by message number
     if messages[0]["role"] not in SYSTEM_ROLES and SYSTEM_PROMPT:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
-    return messages
+    return {"messages": messages, "tools": tools}
 
 
 def user(row: dict, key: str, extra: str = "") -> dict:
@@ -223,8 +291,98 @@ def assistant(row: dict, key: str) -> dict:
     return {"role": "assistant", "content": row[key]}
 
 
-def check_messages(messages: list) -> None:
-    """After an optional system message: user, assistant, user, ..., ending with assistant."""
+def check_tools(tools: list) -> dict[str, dict]:
+    """A row's "tools": OpenAI-style function definitions, by name."""
+    if not isinstance(tools, list):
+        raise DataError("'tools' must be a list of function definitions")
+    functions = {}
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type") != "function":
+            raise DataError(
+                f"tools[{i}]: expected " + '{"type": "function", "function": {"name": ...}}'
+            )
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise DataError(f"tools[{i}]: the function has no 'name'")
+        if name in functions:
+            raise DataError(f"tools[{i}]: a second function named {name!r}")
+        if not isinstance(function.get("description", ""), str):
+            raise DataError(f"tools[{i}]: 'description' must be a string")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise DataError(f"tools[{i}]: 'parameters' must be a JSON schema object")
+        functions[name] = function
+    return functions
+
+
+def call_arguments(call: dict) -> dict:
+    """A tool call's arguments as an object (the data may give them as a JSON string)."""
+    arguments = call["function"]["arguments"]
+    return json.loads(arguments) if isinstance(arguments, str) else arguments
+
+
+def check_calls(i: int, calls: list, functions: dict) -> None:
+    """The tool calls of assistant message ``i``: each names a function of the row's tools and
+    gives its arguments as an object or as a JSON string of one."""
+    if not isinstance(calls, list):
+        raise DataError(f"message {i}: 'tool_calls' must be a list")
+    for j, call in enumerate(calls):
+        where = f"message {i}, tool call {j}"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or call.get("type", "function") != "function":
+            raise DataError(
+                f"{where}: expected "
+                + '{"type": "function", "function": {"name": ..., "arguments": ...}}'
+            )
+        if function.get("name") not in functions:
+            defined = ", ".join(functions) or "none"
+            raise DataError(
+                f"{where}: calls {function.get('name')!r}, which the row's 'tools' do not "
+                f"define (defined: {defined})"
+            )
+        if "arguments" not in function:
+            raise DataError(f"{where}: no 'arguments'")
+        try:
+            arguments = call_arguments(call)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{where}: malformed 'arguments': not JSON ({exc.msg}, column {exc.colno})"
+            ) from None
+        if not isinstance(arguments, dict):
+            raise DataError(
+                f"{where}: 'arguments' must be a JSON object, found {type(arguments).__name__}"
+            )
+        if not isinstance(call.get("id", ""), str):
+            raise DataError(f"{where}: 'id' must be a string")
+
+
+def answer(i: int, message: dict, unanswered: list) -> None:
+    """Tool message ``i`` answers one of the ``unanswered`` calls before it: the one its
+    tool_call_id names, else the first; that call is taken off the list."""
+    for key in ("tool_call_id", "name"):
+        if not isinstance(message.get(key, ""), str):
+            raise DataError(f"message {i}: {key!r} must be a string")
+    call = unanswered[0]
+    if "tool_call_id" in message:
+        matching = [c for c in unanswered if c.get("id") == message["tool_call_id"]]
+        if not matching:
+            raise DataError(
+                f"message {i}: tool_call_id {message['tool_call_id']!r} answers no unanswered "
+                "call of the assistant message before it"
+            )
+        call = matching[0]
+    if message.get("name", call["function"]["name"]) != call["function"]["name"]:
+        raise DataError(
+            f"message {i}: a result of {message['name']!r}, but the call it answers is to "
+            f"{call['function']['name']!r}"
+        )
+    unanswered.remove(call)
+
+
+def check_messages(messages: list, functions: dict) -> None:
+    """After an optional system message: user, assistant, user, ..., ending with an assistant
+    message. An assistant message with tool_calls is followed by one tool message answering each
+    call, then by the assistant again (unless it ends the conversation)."""
     if not isinstance(messages, list) or not messages:
         raise DataError("'messages' must be a non-empty list")
     for i, message in enumerate(messages):
@@ -232,7 +390,12 @@ def check_messages(messages: list) -> None:
             raise DataError(f"message {i}: expected an object, found {type(message).__name__}")
         if "role" not in message:
             raise DataError(f"message {i}: no 'role' (system, user or assistant)")
-        if not isinstance(message.get("content"), str):
+        calls = message.get("tool_calls")
+        if calls is not None and message["role"] != "assistant":
+            raise DataError(f"message {i}: only an assistant message has 'tool_calls'")
+        if not isinstance(message.get("content"), str) and not (
+            calls and message.get("content") is None
+        ):
             raise DataError(f"message {i}: expected a string 'content'")
         for key in ("thinking", "reasoning_content"):
             if message.get(key) is None:
@@ -240,22 +403,42 @@ def check_messages(messages: list) -> None:
             if message["role"] != "assistant" or not isinstance(message[key], str):
                 raise DataError(f"message {i}: {key!r} must be a string on an assistant message")
     first = 1 if messages[0]["role"] in SYSTEM_ROLES else 0
+    expected, unanswered = "user", []
     for i, message in enumerate(messages[first:], start=first):
-        expected = "user" if (i - first) % 2 == 0 else "assistant"
+        if message["role"] == "tool" and unanswered:
+            answer(i, message, unanswered)
+            expected = "assistant"
+            continue
+        if message["role"] == "tool":
+            raise DataError(
+                f"message {i}: a tool message that answers no call (every call before it has "
+                "its result)"
+            )
+        if unanswered:
+            raise DataError(
+                f"message {i}: role {message['role']!r}, expected a 'tool' message answering "
+                f"the call to {unanswered[0]['function']['name']!r} (one tool message per call)"
+            )
         if message["role"] != expected:
             raise DataError(
                 f"message {i}: role {message['role']!r}, expected {expected!r} (after an "
                 "optional system message, user and assistant alternate)"
             )
-        if expected == "assistant" and not message["content"].strip():
-            raise DataError(f"message {i}: empty assistant reply")
+        if expected == "assistant":
+            check_calls(i, message.get("tool_calls") or [], functions)
+            unanswered = list(message.get("tool_calls") or [])
+            if not unanswered and not (message["content"] or "").strip():
+                raise DataError(f"message {i}: empty assistant reply")
+            expected = "user"
+        else:
+            expected = "assistant"
     if len(messages) == first or messages[-1]["role"] != "assistant":
         raise DataError("the conversation must end with an assistant reply")
 
 
-def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, str]:
-    """Line ``number`` of the JSONL file: (its messages, ""), or (None, what is wrong with it,
-    naming the line), or (None, "") when it is blank."""
+def parse_row(number: int, raw: bytes, path: str) -> tuple[dict | None, str]:
+    """Line ``number`` of the JSONL file: (its conversation, ""), or (None, what is wrong with
+    it, naming the line), or (None, "") when it is blank."""
     try:
         line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
@@ -267,7 +450,7 @@ def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, st
     if not line.strip():
         return None, ""
     try:
-        return to_messages(json.loads(line)), ""
+        return to_conversation(json.loads(line)), ""
     except json.JSONDecodeError as exc:
         return None, f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})"
     except KeyError as exc:
@@ -276,13 +459,13 @@ def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, st
         return None, f"{path}:{number}: {exc}"
 
 
-def first_conversations(path: Path, count: int) -> list[list[dict]]:
+def first_conversations(path: Path, count: int) -> list[dict]:
     """The first ``count`` examples of the file, for the dry run and the chat template check."""
     found = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
-            messages, _ = parse_row(number, raw, str(path))
-            found += [messages] if messages else []
+            conversation, _ = parse_row(number, raw, str(path))
+            found += [conversation] if conversation else []
             if len(found) == count:
                 break
     return found
@@ -331,9 +514,9 @@ def row_problems(lines: list[bytes], indices: list[int], path: str) -> dict:
     whether it is blank."""
     out = {"problem": [], "blank": []}
     for index, raw in zip(indices, lines, strict=True):
-        messages, problem = parse_row(index + 1, raw, path)
+        conversation, problem = parse_row(index + 1, raw, path)
         out["problem"].append(problem)
-        out["blank"].append(messages is None and not problem)
+        out["blank"].append(conversation is None and not problem)
     return out
 
 
@@ -373,14 +556,14 @@ def check_rows(path: Path, cache: Path) -> None:
     marker.write_text(str(path) + "\n", encoding="utf-8")
 
 
-def tokenize(tokenizer, messages: list[dict]) -> dict:
+def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) -> dict:
     """Token ids of one conversation and their labels: the id where the model learns to generate
     the token, IGNORE_INDEX elsewhere.
 
     The chat format's text carries its own BOS where the model expects one, so the tokenizer adds
     no special tokens. A token is trained when it starts inside a trained segment.
     """
-    segments = format_segments(messages)
+    segments = format_segments(messages, tools)
     encoding = tokenizer(
         "".join(text for text, _ in segments),
         add_special_tokens=False,
@@ -407,8 +590,10 @@ def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) 
     MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
     out = {"input_ids": [], "labels": [], "length": [], "kept": []}
     for index, raw in zip(indices, lines, strict=True):
-        messages, _ = parse_row(index + 1, raw, path)
-        example = tokenize(tokenizer, messages) if messages else {"input_ids": [], "labels": []}
+        conversation, _ = parse_row(index + 1, raw, path)
+        example = (
+            tokenize(tokenizer, **conversation) if conversation else {"input_ids": [], "labels": []}
+        )
         out["length"].append(len(example["input_ids"]))  # 0: a blank line
         labels = example["labels"][:MAX_SEQ_LENGTH]
         out["input_ids"].append(example["input_ids"][:MAX_SEQ_LENGTH])
@@ -533,25 +718,26 @@ def describe(profile: dict) -> str:
 
 def dry_run(tokenizer, path: Path, cache: Path) -> None:
     """Print the first example as text and as trained/untrained tokens, and the length profile."""
-    (messages,) = first_conversations(path, 1)
+    (conversation,) = first_conversations(path, 1)
     print("--- first example, as the model sees it:")
-    print(format_conversation(messages))
-    labels = tokenize(tokenizer, messages)["labels"]
+    print(format_conversation(**conversation))
+    labels = tokenize(tokenizer, **conversation)["labels"]
     print("--- the tokens it is trained to generate (the rest is context):")
     print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
     _, profile = tokenized(tokenizer, path, cache)
     print("--- " + describe(profile))
 
 
-def check_chat_template(tokenizer, conversations: list[list[dict]]) -> None:
+def check_chat_template(tokenizer, conversations: list[dict]) -> None:
     """Render the first examples with the tokenizer's own chat template too, and compare."""
     if TEMPLATE_CHECK == "off":
         return
     if not getattr(tokenizer, "chat_template", None):
         say("note: the tokenizer has no chat template of its own; nothing to compare with")
         return
-    for number, messages in enumerate(conversations[:3], start=1):
-        ours, theirs = format_conversation(messages), official_render(tokenizer, messages)
+    for number, conversation in enumerate(conversations[:3], start=1):
+        ours = format_conversation(**conversation)
+        theirs = official_render(tokenizer, **conversation)
         if ours == theirs:
             continue
         pairs = zip(ours, theirs, strict=False)  # strict=False: the shorter text may end first

@@ -15,7 +15,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: c98bdd6e7297f29050fa0529851a66cec076cb6337bb1bc658f58c474194d448
+# mhgen-body-sha256: cbf282adfa50c496aeca517bb831b2158dfad064c7385294591424edaf34fc15
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -112,35 +112,142 @@ EXIT_NOT_FINITE = 3  # exit status when stop_on_nan stops the run
 EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
 
 
-# --- chat format: ChatML, as Qwen's chat templates render a conversation
+# --- chat format: ChatML, as Qwen's chat templates render a conversation (tools: Qwen3-Coder's)
+QWEN_CODER_SYSTEM = (
+    "You are Qwen, a helpful AI assistant that can interact with a computer to solve tasks."
+)
+QWEN_CODER_CALL_FORMAT = (
+    "\n\nIf you choose to call a tool ONLY reply in the following format with NO suffix:\n\n"
+    "<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n"
+    "</parameter>\n<parameter=example_parameter_2>\nvalue_2\n</parameter>\n</function>\n</tool_call>"
+    "\n\n<IMPORTANT>\nReminder:\n- Function calls MUST follow the specified format: the tool "
+    "calling block MUST begin with an opening <tool_call> tag and end with a closing "
+    "</tool_call> tag.\n"
+    "- Required parameters MUST be specified\n- You may provide optional reasoning for your "
+    "function call in natural language BEFORE the function call, but NOT after\n- If there is no "
+    "function call available, answer the question like normal with your current knowledge and do "
+    "not tell the user about function calls\n</IMPORTANT>"
+)
 
 
-def format_segments(messages: list[dict]) -> list[tuple[str, bool]]:
+def xml_value(value) -> str:
+    """A value as the template writes it: objects and lists as JSON, anything else as Python's
+    str() (Jinja's string filter): True, None, 2.5."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+
+
+def extra_keys(fields, handled: tuple[str, ...]) -> str:
+    """The keys of a schema the template has no place for, each as <key>value</key>."""
+    if not isinstance(fields, dict):
+        return ""
+    return "".join(
+        f"\n<{key}>{xml_value(value)}</{key}>"
+        for key, value in fields.items()
+        if key not in handled
+    )
+
+
+def xml_tools(tools: list[dict]) -> str:
+    """The row's tools as the system message lists them: <tools><function><name>..., each
+    parameter with its name, type and description, and the call format."""
+    text = "\n\n# Tools\n\nYou have access to the following tools:\n\n<tools>"
+    for tool in tools:
+        function = tool["function"]
+        text += f"\n<function>\n<name>{function['name']}</name>"
+        if "description" in function:
+            text += f"\n<description>{function['description'].strip()}</description>"
+        text += "\n<parameters>"
+        parameters = function.get("parameters")
+        if isinstance(parameters, dict) and isinstance(parameters.get("properties"), dict):
+            for name, fields in parameters["properties"].items():
+                text += f"\n<parameter>\n<name>{name}</name>"
+                if "type" in fields:
+                    text += f"\n<type>{fields['type']}</type>"
+                if "description" in fields:
+                    text += f"\n<description>{str(fields['description']).strip()}</description>"
+                text += extra_keys(fields, ("name", "type", "description")) + "\n</parameter>"
+        text += extra_keys(parameters, ("type", "properties")) + "\n</parameters>"
+        text += (
+            extra_keys(function, ("type", "name", "description", "parameters")) + "\n</function>"
+        )
+    return text + "\n</tools>" + QWEN_CODER_CALL_FORMAT
+
+
+def tool_calls_text(message: dict) -> str:
+    """An assistant message that calls tools, after "<|im_start|>assistant": its text trimmed,
+    then each call as <tool_call><function=NAME><parameter=KEY>VALUE</parameter>..."""
+    text = "\n" + message["content"].strip() + "\n" if message["content"].strip() else ""
+    for call in message["tool_calls"]:
+        text += f"\n<tool_call>\n<function={call['function']['name']}>\n"
+        for key, value in call_arguments(call).items():
+            text += f"<parameter={key}>\n{xml_value(value)}\n</parameter>\n"
+        text += "</function>\n</tool_call>"
+    return text
+
+
+def format_segments(messages: list[dict], tools: list[dict] | tuple = ()) -> list[tuple[str, bool]]:
     """The conversation as (text, trained) pieces; trained pieces are what the model generates.
 
-    At inference the model is prompted with "<|im_start|>assistant\n"; it writes the reply and
-    <|im_end|>, which the loss covers. The newline after <|im_end|> belongs to the template.
+    At inference the model is prompted with "<|im_start|>assistant\n"; it writes the reply (or its
+    tool calls) and <|im_end|>, which the loss covers. Tools are listed in the system message (a
+    default one when the row has none); consecutive tool results share one user message of
+    <tool_response> blocks, which are context. The newline after <|im_end|> belongs to the template.
     """
     segments = []
-    for message in messages:
+    first = 1 if messages[0]["role"] in SYSTEM_ROLES else 0
+    if first or tools:
+        system = messages[0]["content"] if first else QWEN_CODER_SYSTEM
+        segments.append(
+            (f"<|im_start|>system\n{system}{xml_tools(tools) if tools else ''}<|im_end|>\n", False)
+        )
+    last = len(messages) - 1
+    for i, message in enumerate(messages[first:], start=first):
         role = message["role"]
+        if role == "tool":
+            opens = "<|im_start|>user\n" if messages[i - 1]["role"] != "tool" else ""
+            closes = "<|im_end|>\n" if i == last or messages[i + 1]["role"] != "tool" else ""
+            segments.append(
+                (f"{opens}<tool_response>\n{message['content']}\n</tool_response>\n{closes}", False)
+            )
+            continue
         if role != "assistant":
             segments.append((f"<|im_start|>{role}\n{message['content']}<|im_end|>\n", False))
             continue
         segments.append(("<|im_start|>assistant\n", False))
-        segments.append((message["content"] + "<|im_end|>", True))
+        if "tool_calls" in message:  # the text starts with the newline of the prompt above
+            segments.append((tool_calls_text(message)[1:] + "<|im_end|>", True))
+        else:
+            segments.append((message["content"] + "<|im_end|>", True))
         segments.append(("\n", False))
     return segments
 
 
-def official_render(tokenizer, messages: list[dict]) -> str:
+def template_messages(messages: list[dict]) -> list[dict]:
+    """Messages as the official template reads them: a tool call's arguments as an object."""
+    return [
+        {
+            **m,
+            "tool_calls": [
+                {**c, "function": {**c["function"], "arguments": call_arguments(c)}}
+                for c in m["tool_calls"]
+            ],
+        }
+        if "tool_calls" in m
+        else m
+        for m in messages
+    ]
+
+
+def official_render(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) -> str:
     """The tokenizer's own chat template, rendered for training (no generation prompt)."""
-    return tokenizer.apply_chat_template(messages, tokenize=False)
+    return tokenizer.apply_chat_template(
+        template_messages(messages), tools=list(tools) or None, tokenize=False
+    )
 
 
-def format_conversation(messages: list[dict]) -> str:
-    """The exact training text of one conversation."""
-    return "".join(text for text, _ in format_segments(messages))
+def format_conversation(messages: list[dict], tools: list[dict] | tuple = ()) -> str:
+    """The exact training text of one conversation (and the tools it may call)."""
+    return "".join(text for text, _ in format_segments(messages, tools))
 
 
 # --- data
@@ -150,8 +257,9 @@ class DataError(ValueError):
     """A malformed training row; the message names what is wrong."""
 
 
-def to_messages(row: dict) -> list[dict]:
-    """One JSONL row as chat messages; SYSTEM_PROMPT first if the row has no system message."""
+def to_conversation(row: dict) -> dict:
+    """One JSONL row as {"messages": its chat messages, "tools": the functions they may call};
+    SYSTEM_PROMPT first if the row has no system message."""
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, found {type(row).__name__}")
     if "messages" in row:
@@ -165,10 +273,20 @@ def to_messages(row: dict) -> list[dict]:
         raise DataError(
             f"keys {keys}: expected messages, prompt + completion, or instruction + output"
         )
-    check_messages(messages)
+    tools = row.get("tools") or []
+    check_messages(messages, check_tools(tools))
+    # an assistant message that only calls tools: content "", as the official templates read it
+    for message in messages:
+        if message.get("content") is None:
+            message["content"] = ""
+        if not message.get("tool_calls"):
+            message.pop("tool_calls", None)
+    format_segments(
+        messages, tools
+    )  # what the chat format cannot write fails here, by message number
     if messages[0]["role"] not in SYSTEM_ROLES and SYSTEM_PROMPT:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
-    return messages
+    return {"messages": messages, "tools": tools}
 
 
 def user(row: dict, key: str, extra: str = "") -> dict:
@@ -182,8 +300,98 @@ def assistant(row: dict, key: str) -> dict:
     return {"role": "assistant", "content": row[key]}
 
 
-def check_messages(messages: list) -> None:
-    """After an optional system message: user, assistant, user, ..., ending with assistant."""
+def check_tools(tools: list) -> dict[str, dict]:
+    """A row's "tools": OpenAI-style function definitions, by name."""
+    if not isinstance(tools, list):
+        raise DataError("'tools' must be a list of function definitions")
+    functions = {}
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type") != "function":
+            raise DataError(
+                f"tools[{i}]: expected " + '{"type": "function", "function": {"name": ...}}'
+            )
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise DataError(f"tools[{i}]: the function has no 'name'")
+        if name in functions:
+            raise DataError(f"tools[{i}]: a second function named {name!r}")
+        if not isinstance(function.get("description", ""), str):
+            raise DataError(f"tools[{i}]: 'description' must be a string")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise DataError(f"tools[{i}]: 'parameters' must be a JSON schema object")
+        functions[name] = function
+    return functions
+
+
+def call_arguments(call: dict) -> dict:
+    """A tool call's arguments as an object (the data may give them as a JSON string)."""
+    arguments = call["function"]["arguments"]
+    return json.loads(arguments) if isinstance(arguments, str) else arguments
+
+
+def check_calls(i: int, calls: list, functions: dict) -> None:
+    """The tool calls of assistant message ``i``: each names a function of the row's tools and
+    gives its arguments as an object or as a JSON string of one."""
+    if not isinstance(calls, list):
+        raise DataError(f"message {i}: 'tool_calls' must be a list")
+    for j, call in enumerate(calls):
+        where = f"message {i}, tool call {j}"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or call.get("type", "function") != "function":
+            raise DataError(
+                f"{where}: expected "
+                + '{"type": "function", "function": {"name": ..., "arguments": ...}}'
+            )
+        if function.get("name") not in functions:
+            defined = ", ".join(functions) or "none"
+            raise DataError(
+                f"{where}: calls {function.get('name')!r}, which the row's 'tools' do not "
+                f"define (defined: {defined})"
+            )
+        if "arguments" not in function:
+            raise DataError(f"{where}: no 'arguments'")
+        try:
+            arguments = call_arguments(call)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{where}: malformed 'arguments': not JSON ({exc.msg}, column {exc.colno})"
+            ) from None
+        if not isinstance(arguments, dict):
+            raise DataError(
+                f"{where}: 'arguments' must be a JSON object, found {type(arguments).__name__}"
+            )
+        if not isinstance(call.get("id", ""), str):
+            raise DataError(f"{where}: 'id' must be a string")
+
+
+def answer(i: int, message: dict, unanswered: list) -> None:
+    """Tool message ``i`` answers one of the ``unanswered`` calls before it: the one its
+    tool_call_id names, else the first; that call is taken off the list."""
+    for key in ("tool_call_id", "name"):
+        if not isinstance(message.get(key, ""), str):
+            raise DataError(f"message {i}: {key!r} must be a string")
+    call = unanswered[0]
+    if "tool_call_id" in message:
+        matching = [c for c in unanswered if c.get("id") == message["tool_call_id"]]
+        if not matching:
+            raise DataError(
+                f"message {i}: tool_call_id {message['tool_call_id']!r} answers no unanswered "
+                "call of the assistant message before it"
+            )
+        call = matching[0]
+    if message.get("name", call["function"]["name"]) != call["function"]["name"]:
+        raise DataError(
+            f"message {i}: a result of {message['name']!r}, but the call it answers is to "
+            f"{call['function']['name']!r}"
+        )
+    unanswered.remove(call)
+
+
+def check_messages(messages: list, functions: dict) -> None:
+    """After an optional system message: user, assistant, user, ..., ending with an assistant
+    message. An assistant message with tool_calls is followed by one tool message answering each
+    call, then by the assistant again (unless it ends the conversation)."""
     if not isinstance(messages, list) or not messages:
         raise DataError("'messages' must be a non-empty list")
     for i, message in enumerate(messages):
@@ -191,7 +399,12 @@ def check_messages(messages: list) -> None:
             raise DataError(f"message {i}: expected an object, found {type(message).__name__}")
         if "role" not in message:
             raise DataError(f"message {i}: no 'role' (system, user or assistant)")
-        if not isinstance(message.get("content"), str):
+        calls = message.get("tool_calls")
+        if calls is not None and message["role"] != "assistant":
+            raise DataError(f"message {i}: only an assistant message has 'tool_calls'")
+        if not isinstance(message.get("content"), str) and not (
+            calls and message.get("content") is None
+        ):
             raise DataError(f"message {i}: expected a string 'content'")
         for key in ("thinking", "reasoning_content"):
             if message.get(key) is None:
@@ -199,22 +412,42 @@ def check_messages(messages: list) -> None:
             if message["role"] != "assistant" or not isinstance(message[key], str):
                 raise DataError(f"message {i}: {key!r} must be a string on an assistant message")
     first = 1 if messages[0]["role"] in SYSTEM_ROLES else 0
+    expected, unanswered = "user", []
     for i, message in enumerate(messages[first:], start=first):
-        expected = "user" if (i - first) % 2 == 0 else "assistant"
+        if message["role"] == "tool" and unanswered:
+            answer(i, message, unanswered)
+            expected = "assistant"
+            continue
+        if message["role"] == "tool":
+            raise DataError(
+                f"message {i}: a tool message that answers no call (every call before it has "
+                "its result)"
+            )
+        if unanswered:
+            raise DataError(
+                f"message {i}: role {message['role']!r}, expected a 'tool' message answering "
+                f"the call to {unanswered[0]['function']['name']!r} (one tool message per call)"
+            )
         if message["role"] != expected:
             raise DataError(
                 f"message {i}: role {message['role']!r}, expected {expected!r} (after an "
                 "optional system message, user and assistant alternate)"
             )
-        if expected == "assistant" and not message["content"].strip():
-            raise DataError(f"message {i}: empty assistant reply")
+        if expected == "assistant":
+            check_calls(i, message.get("tool_calls") or [], functions)
+            unanswered = list(message.get("tool_calls") or [])
+            if not unanswered and not (message["content"] or "").strip():
+                raise DataError(f"message {i}: empty assistant reply")
+            expected = "user"
+        else:
+            expected = "assistant"
     if len(messages) == first or messages[-1]["role"] != "assistant":
         raise DataError("the conversation must end with an assistant reply")
 
 
-def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, str]:
-    """Line ``number`` of the JSONL file: (its messages, ""), or (None, what is wrong with it,
-    naming the line), or (None, "") when it is blank."""
+def parse_row(number: int, raw: bytes, path: str) -> tuple[dict | None, str]:
+    """Line ``number`` of the JSONL file: (its conversation, ""), or (None, what is wrong with
+    it, naming the line), or (None, "") when it is blank."""
     try:
         line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
@@ -226,7 +459,7 @@ def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, st
     if not line.strip():
         return None, ""
     try:
-        return to_messages(json.loads(line)), ""
+        return to_conversation(json.loads(line)), ""
     except json.JSONDecodeError as exc:
         return None, f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})"
     except KeyError as exc:
@@ -235,13 +468,13 @@ def parse_row(number: int, raw: bytes, path: str) -> tuple[list[dict] | None, st
         return None, f"{path}:{number}: {exc}"
 
 
-def first_conversations(path: Path, count: int) -> list[list[dict]]:
+def first_conversations(path: Path, count: int) -> list[dict]:
     """The first ``count`` examples of the file, for the dry run and the chat template check."""
     found = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
-            messages, _ = parse_row(number, raw, str(path))
-            found += [messages] if messages else []
+            conversation, _ = parse_row(number, raw, str(path))
+            found += [conversation] if conversation else []
             if len(found) == count:
                 break
     return found
@@ -290,9 +523,9 @@ def row_problems(lines: list[bytes], indices: list[int], path: str) -> dict:
     whether it is blank."""
     out = {"problem": [], "blank": []}
     for index, raw in zip(indices, lines, strict=True):
-        messages, problem = parse_row(index + 1, raw, path)
+        conversation, problem = parse_row(index + 1, raw, path)
         out["problem"].append(problem)
-        out["blank"].append(messages is None and not problem)
+        out["blank"].append(conversation is None and not problem)
     return out
 
 
@@ -332,14 +565,14 @@ def check_rows(path: Path, cache: Path) -> None:
     marker.write_text(str(path) + "\n", encoding="utf-8")
 
 
-def tokenize(tokenizer, messages: list[dict]) -> dict:
+def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) -> dict:
     """Token ids of one conversation and their labels: the id where the model learns to generate
     the token, IGNORE_INDEX elsewhere.
 
     The chat format's text carries its own BOS where the model expects one, so the tokenizer adds
     no special tokens. A token is trained when it starts inside a trained segment.
     """
-    segments = format_segments(messages)
+    segments = format_segments(messages, tools)
     encoding = tokenizer(
         "".join(text for text, _ in segments),
         add_special_tokens=False,
@@ -366,8 +599,10 @@ def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) 
     MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
     out = {"input_ids": [], "labels": [], "length": [], "kept": []}
     for index, raw in zip(indices, lines, strict=True):
-        messages, _ = parse_row(index + 1, raw, path)
-        example = tokenize(tokenizer, messages) if messages else {"input_ids": [], "labels": []}
+        conversation, _ = parse_row(index + 1, raw, path)
+        example = (
+            tokenize(tokenizer, **conversation) if conversation else {"input_ids": [], "labels": []}
+        )
         out["length"].append(len(example["input_ids"]))  # 0: a blank line
         labels = example["labels"][:MAX_SEQ_LENGTH]
         out["input_ids"].append(example["input_ids"][:MAX_SEQ_LENGTH])
@@ -492,25 +727,26 @@ def describe(profile: dict) -> str:
 
 def dry_run(tokenizer, path: Path, cache: Path) -> None:
     """Print the first example as text and as trained/untrained tokens, and the length profile."""
-    (messages,) = first_conversations(path, 1)
+    (conversation,) = first_conversations(path, 1)
     print("--- first example, as the model sees it:")
-    print(format_conversation(messages))
-    labels = tokenize(tokenizer, messages)["labels"]
+    print(format_conversation(**conversation))
+    labels = tokenize(tokenizer, **conversation)["labels"]
     print("--- the tokens it is trained to generate (the rest is context):")
     print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
     _, profile = tokenized(tokenizer, path, cache)
     print("--- " + describe(profile))
 
 
-def check_chat_template(tokenizer, conversations: list[list[dict]]) -> None:
+def check_chat_template(tokenizer, conversations: list[dict]) -> None:
     """Render the first examples with the tokenizer's own chat template too, and compare."""
     if TEMPLATE_CHECK == "off":
         return
     if not getattr(tokenizer, "chat_template", None):
         say("note: the tokenizer has no chat template of its own; nothing to compare with")
         return
-    for number, messages in enumerate(conversations[:3], start=1):
-        ours, theirs = format_conversation(messages), official_render(tokenizer, messages)
+    for number, conversation in enumerate(conversations[:3], start=1):
+        ours = format_conversation(**conversation)
+        theirs = official_render(tokenizer, **conversation)
         if ours == theirs:
             continue
         pairs = zip(ours, theirs, strict=False)  # strict=False: the shorter text may end first
