@@ -17,6 +17,29 @@ EXAMPLE = [
     {"role": "user", "content": "Capital of France?"},
     {"role": "assistant", "content": "Paris."},
 ]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+CALL = {
+    "type": "function",
+    "id": "call00001",
+    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+}
+TOOL_EXAMPLE = [  # one tool round: the call, its result, the reply
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "call00001", "content": "sunny"},
+    {"role": "assistant", "content": "Sunny."},
+]
 # One model per rendering: the formats, and ChatML's two templates (Qwen3 and Qwen3-Coder).
 SHOWCASE = (
     ("harmony", "openai/gpt-oss-20b"),
@@ -33,11 +56,15 @@ def _compile(settings: dict) -> Compiled:
     return compile_source(source, validate(source))
 
 
-def _render(compiled: Compiled, messages: list[dict]) -> tuple[str, str]:
-    """(text, trained parts) of ``messages``, by the compiled script's own functions."""
+def _render(compiled: Compiled, messages: list[dict], tools: list[dict] = ()) -> tuple[str, str]:
+    """(text, trained parts) of ``messages``, by the compiled script's own functions; a format
+    that cannot write them gives its error instead of the text."""
     namespace = {"__name__": "mhgen_example"}
     exec(compile(compiled.text, compiled.plan.script_name, "exec"), namespace)
-    segments = namespace["format_segments"]([dict(m) for m in messages])
+    try:
+        segments = namespace["format_segments"](json.loads(json.dumps(messages)), tools)
+    except namespace["DataError"] as exc:
+        return f"(error: {exc})", "nothing"
     text = "".join(t for t, _ in segments)
     return text, " + ".join(repr(t) for t, trained in segments if trained)
 
@@ -48,6 +75,8 @@ def formats_text() -> str:
         compiled = _compile({"base_model": model, "chat_template": fmt, "system_prompt": ""})
         text, trained = _render(compiled, EXAMPLE)
         out.append(f"== {fmt} ({model})\n{text}\n-- trained: {trained}\n")
+        text, trained = _render(compiled, TOOL_EXAMPLE, [WEATHER])
+        out.append(f"-- one tool round:\n{text}\n-- trained: {trained}\n")
     return "\n".join(out)
 
 
