@@ -15,7 +15,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: e0a9fa7b731c449c71f365f39f48bf6bc991b3e0dd4eab3874db3115c369d3b1
+# mhgen-body-sha256: 0e651675a4cd39d7e902a589bee7da2e157e53a3f84675748a94c23437867c4b
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -484,7 +484,7 @@ def check_messages(messages: list, functions: dict) -> None:
         if not isinstance(message, dict):
             raise DataError(f"message {i}: expected an object, found {type(message).__name__}")
         if "role" not in message:
-            raise DataError(f"message {i}: no 'role' (system, user or assistant)")
+            raise DataError(f"message {i}: no 'role' (system, user, assistant or tool)")
         calls = message.get("tool_calls")
         if calls is not None and message["role"] != "assistant":
             raise DataError(f"message {i}: only an assistant message has 'tool_calls'")

@@ -15,7 +15,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 04c5c5892340656356d835e4e65cd723a0cd2d9883d4d11508f3ffc1ba667579
+# mhgen-body-sha256: 7c56742ecbb4a72ca1f52baac99e1199a88d2ffe9d4e744c7517df0aa0f5220d
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -389,7 +389,7 @@ def check_messages(messages: list, functions: dict) -> None:
         if not isinstance(message, dict):
             raise DataError(f"message {i}: expected an object, found {type(message).__name__}")
         if "role" not in message:
-            raise DataError(f"message {i}: no 'role' (system, user or assistant)")
+            raise DataError(f"message {i}: no 'role' (system, user, assistant or tool)")
         calls = message.get("tool_calls")
         if calls is not None and message["role"] != "assistant":
             raise DataError(f"message {i}: only an assistant message has 'tool_calls'")

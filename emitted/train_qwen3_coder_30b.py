@@ -15,7 +15,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: cbf282adfa50c496aeca517bb831b2158dfad064c7385294591424edaf34fc15
+# mhgen-body-sha256: 5eced3d733e2fc3ea7054244228f4e379953daecc8c6ab5ff059a54973b816ac
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -398,7 +398,7 @@ def check_messages(messages: list, functions: dict) -> None:
         if not isinstance(message, dict):
             raise DataError(f"message {i}: expected an object, found {type(message).__name__}")
         if "role" not in message:
-            raise DataError(f"message {i}: no 'role' (system, user or assistant)")
+            raise DataError(f"message {i}: no 'role' (system, user, assistant or tool)")
         calls = message.get("tool_calls")
         if calls is not None and message["role"] != "assistant":
             raise DataError(f"message {i}: only an assistant message has 'tool_calls'")

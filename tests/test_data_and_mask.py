@@ -204,7 +204,7 @@ def test_data_problems_name_the_right_line_message_and_column(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"{data}:1: message 1: role 'user', expected 'assistant' (after an optional system message, user and assistant alternate)",
-        f"{data}:2: message 0: no 'role' (system, user or assistant)",
+        f"{data}:2: message 0: no 'role' (system, user, assistant or tool)",
         f"{data}:3: invalid JSON: Expecting ',' delimiter (column {len(unclosed) + 1})",
         f"{data}:4: keys prompt: expected messages, prompt + completion, or instruction + output",
         f"{data}:5: not UTF-8 text (byte 0xe9 at column 16); save the file as UTF-8",

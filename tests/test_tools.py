@@ -2370,3 +2370,50 @@ def test_the_loss_covers_calls_and_replies_only(tmp_path, tokenizers, model):
     # tool definitions, tool results and the user's turns are context
     for context in ("Get the current weather", "sunny", "12:00", "rain", "And in Rome?"):
         assert context not in trained
+
+
+def test_dry_run_of_a_tool_row_against_the_official_template(tmp_path):
+    """A Qwen3 script run on a tool row, with a tiny tokenizer carrying Qwen3-8B's own template:
+    the dry run shows the row and the trained part (the call, then the answer), and the runtime
+    check finds the training text equal to what the real template renders, tools included."""
+    import ast
+    import subprocess
+    import sys
+
+    from official_templates import QWEN3_8B_CHAT_TEMPLATE
+
+    require("transformers", "datasets")
+    from mhgen.tiny import build_tokenizer
+
+    model = tmp_path / "Qwen3-8B"
+    tokenizer = build_tokenizer("chatml")
+    tokenizer.chat_template = QWEN3_8B_CHAT_TEMPLATE
+    tokenizer.save_pretrained(model)
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps(CONVERSATIONS["single"]) + "\n", encoding="utf-8")
+    config = {
+        "base_model": str(model),
+        "chat_template": "auto",
+        "system_prompt": "",
+        "dataset_path": str(data),
+    }
+    compiled = compile_config(write_config(tmp_path, config))
+    script = tmp_path / compiled.plan.script_name
+    script.write_text(compiled.text)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--dry-run"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "chat template check: 1 examples match the tokenizer's own" in proc.stdout
+    shown = proc.stdout.split("--- first example, as the model sees it:\n")[1]
+    assert shown.startswith("<|im_start|>system\n# Tools\n")
+    assert "<tool_response>\n" in shown
+    trained = proc.stdout.split(
+        "--- the tokens it is trained to generate (the rest is context):\n"
+    )[1]
+    trained = ast.literal_eval(trained.splitlines()[0])  # printed as a Python literal
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
+    assert trained.startswith(call)
+    assert "get_weather" not in trained[len(call) :]  # the definition and the result are context
+    assert trained.endswith("<|im_end|>")
+    assert "<tool_response>" not in trained
