@@ -15,7 +15,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 0e651675a4cd39d7e902a589bee7da2e157e53a3f84675748a94c23437867c4b
+# mhgen-body-sha256: 41e4aa30c18c83104e1d290a8fb6c4ed935032af60cb29341148c1ff5f4a0d36
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -346,10 +346,13 @@ def to_conversation(row: dict) -> dict:
         messages = [user(row, "prompt"), assistant(row, "completion")]
     elif "instruction" in row and "output" in row:
         messages = [user(row, "instruction", "input"), assistant(row, "output")]
+    elif "conversations" in row:
+        messages = from_sharegpt(row["conversations"])
     else:
         keys = ", ".join(sorted(row)) or "none"
         raise DataError(
-            f"keys {keys}: expected messages, prompt + completion, or instruction + output"
+            f"keys {keys}: expected messages, prompt + completion, instruction + output, or "
+            "conversations (ShareGPT)"
         )
     tools = row.get("tools") or []
     check_messages(messages, check_tools(tools))
@@ -384,6 +387,26 @@ def user(row: dict, key: str, extra: str = "") -> dict:
 
 def assistant(row: dict, key: str) -> dict:
     return {"role": "assistant", "content": row[key]}
+
+
+# ShareGPT's speakers, as chat roles
+SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
+
+
+def from_sharegpt(turns) -> list[dict]:
+    """ShareGPT's [{"from": "system" | "human" | "gpt", "value": text}, ...] as chat messages."""
+    if not isinstance(turns, list):
+        raise DataError('\'conversations\' must be a list of {"from", "value"} turns')
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise DataError(f"conversations[{i}]: expected an object with 'from' and 'value'")
+        if turn["from"] not in SHAREGPT_ROLES:
+            raise DataError(
+                f"conversations[{i}]: from {turn['from']!r}, expected system, human or gpt"
+            )
+        messages.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn["value"]})
+    return messages
 
 
 def check_tools(tools: list) -> dict[str, dict]:

@@ -15,7 +15,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 7c56742ecbb4a72ca1f52baac99e1199a88d2ffe9d4e744c7517df0aa0f5220d
+# mhgen-body-sha256: c6da65d9ac752c2973d26b31d4ed1f48a5155641fb48753519968a8d2d68cac8
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -251,10 +251,13 @@ def to_conversation(row: dict) -> dict:
         messages = [user(row, "prompt"), assistant(row, "completion")]
     elif "instruction" in row and "output" in row:
         messages = [user(row, "instruction", "input"), assistant(row, "output")]
+    elif "conversations" in row:
+        messages = from_sharegpt(row["conversations"])
     else:
         keys = ", ".join(sorted(row)) or "none"
         raise DataError(
-            f"keys {keys}: expected messages, prompt + completion, or instruction + output"
+            f"keys {keys}: expected messages, prompt + completion, instruction + output, or "
+            "conversations (ShareGPT)"
         )
     tools = row.get("tools") or []
     check_messages(messages, check_tools(tools))
@@ -289,6 +292,26 @@ def user(row: dict, key: str, extra: str = "") -> dict:
 
 def assistant(row: dict, key: str) -> dict:
     return {"role": "assistant", "content": row[key]}
+
+
+# ShareGPT's speakers, as chat roles
+SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
+
+
+def from_sharegpt(turns) -> list[dict]:
+    """ShareGPT's [{"from": "system" | "human" | "gpt", "value": text}, ...] as chat messages."""
+    if not isinstance(turns, list):
+        raise DataError('\'conversations\' must be a list of {"from", "value"} turns')
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise DataError(f"conversations[{i}]: expected an object with 'from' and 'value'")
+        if turn["from"] not in SHAREGPT_ROLES:
+            raise DataError(
+                f"conversations[{i}]: from {turn['from']!r}, expected system, human or gpt"
+            )
+        messages.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn["value"]})
+    return messages
 
 
 def check_tools(tools: list) -> dict[str, dict]:

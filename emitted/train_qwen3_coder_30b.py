@@ -15,7 +15,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 5eced3d733e2fc3ea7054244228f4e379953daecc8c6ab5ff059a54973b816ac
+# mhgen-body-sha256: fc94c30ed9d6fb229cada701bd002fe07b243de8174dd406e1fd3321d9951bce
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -268,10 +268,13 @@ def to_conversation(row: dict) -> dict:
         messages = [user(row, "prompt"), assistant(row, "completion")]
     elif "instruction" in row and "output" in row:
         messages = [user(row, "instruction", "input"), assistant(row, "output")]
+    elif "conversations" in row:
+        messages = from_sharegpt(row["conversations"])
     else:
         keys = ", ".join(sorted(row)) or "none"
         raise DataError(
-            f"keys {keys}: expected messages, prompt + completion, or instruction + output"
+            f"keys {keys}: expected messages, prompt + completion, instruction + output, or "
+            "conversations (ShareGPT)"
         )
     tools = row.get("tools") or []
     check_messages(messages, check_tools(tools))
@@ -298,6 +301,26 @@ def user(row: dict, key: str, extra: str = "") -> dict:
 
 def assistant(row: dict, key: str) -> dict:
     return {"role": "assistant", "content": row[key]}
+
+
+# ShareGPT's speakers, as chat roles
+SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
+
+
+def from_sharegpt(turns) -> list[dict]:
+    """ShareGPT's [{"from": "system" | "human" | "gpt", "value": text}, ...] as chat messages."""
+    if not isinstance(turns, list):
+        raise DataError('\'conversations\' must be a list of {"from", "value"} turns')
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise DataError(f"conversations[{i}]: expected an object with 'from' and 'value'")
+        if turn["from"] not in SHAREGPT_ROLES:
+            raise DataError(
+                f"conversations[{i}]: from {turn['from']!r}, expected system, human or gpt"
+            )
+        messages.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn["value"]})
+    return messages
 
 
 def check_tools(tools: list) -> dict[str, dict]:

@@ -172,7 +172,7 @@ def test_every_malformed_line_is_reported_before_anything_loads(tmp_path):
         f"{data}:3: the conversation must end with an assistant reply",
         f"{data}:4: message 1: empty assistant reply",
         f"{data}:5: message 0: role 'assistant', expected 'user' (after an optional system message, user and assistant alternate)",
-        f"{data}:6: keys text: expected messages, prompt + completion, or instruction + output",
+        f"{data}:6: keys text: expected messages, prompt + completion, instruction + output, or conversations (ShareGPT)",
         f"{data}:7: expected a JSON object, found list",
         f"{data}:9: message 0: expected a string 'content'",
     ]
@@ -206,7 +206,7 @@ def test_data_problems_name_the_right_line_message_and_column(tmp_path):
         f"{data}:1: message 1: role 'user', expected 'assistant' (after an optional system message, user and assistant alternate)",
         f"{data}:2: message 0: no 'role' (system, user, assistant or tool)",
         f"{data}:3: invalid JSON: Expecting ',' delimiter (column {len(unclosed) + 1})",
-        f"{data}:4: keys prompt: expected messages, prompt + completion, or instruction + output",
+        f"{data}:4: keys prompt: expected messages, prompt + completion, instruction + output, or conversations (ShareGPT)",
         f"{data}:5: not UTF-8 text (byte 0xe9 at column 16); save the file as UTF-8",
     ]
 
@@ -307,4 +307,64 @@ def test_runtime_check_stops_at_the_first_differing_character(tmp_path):
     assert (
         f"warning: example 1: the training text differs from the tokenizer's chat template at character {len(prefix)}:"
         in proc.stdout
+    )
+
+
+SHAREGPT = {
+    "conversations": [
+        {"from": "system", "value": "Be terse."},
+        {"from": "human", "value": "Hi"},
+        {"from": "gpt", "value": "Hello."},
+        {"from": "human", "value": "Bye"},
+        {"from": "gpt", "value": "Bye."},
+    ]
+}
+
+
+@pytest.mark.parametrize("dataset_format", ["auto", "sharegpt"])
+def test_sharegpt_rows_become_chat_messages(tmp_path, dataset_format):
+    script = emitted_module(
+        tmp_path, "Qwen/Qwen3-Coder-30B-A3B-Instruct", dataset_format=dataset_format
+    )
+    conversation = script["to_conversation"](json.loads(json.dumps(SHAREGPT)))
+    assert conversation["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Bye."},
+    ]
+    assert script["format_conversation"](**conversation) == (
+        "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
+        "<|im_start|>assistant\nBye.<|im_end|>\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("turns", "problem"),
+    [
+        ("hello", '\'conversations\' must be a list of {"from", "value"} turns'),
+        ([{"from": "human"}], "conversations[0]: expected an object with 'from' and 'value'"),
+        (
+            [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}],
+            "conversations[1]: from 'bot', expected system, human or gpt",
+        ),
+        (
+            [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}],
+            "message 1: role 'user', expected 'assistant' (after an optional system message, user and assistant alternate)",
+        ),
+    ],
+)
+def test_malformed_sharegpt_rows_say_which_turn(tmp_path, turns, problem):
+    script = emitted_module(tmp_path, "Qwen/Qwen3-8B")
+    with pytest.raises(script["DataError"]) as caught:
+        script["to_conversation"]({"conversations": turns})
+    assert str(caught.value) == problem
+
+
+def test_sharegpt_code_is_only_in_scripts_that_read_it(tmp_path):
+    assert "from_sharegpt" in emitted_module(tmp_path, "Qwen/Qwen3-8B")
+    assert "from_sharegpt" not in emitted_module(
+        tmp_path, "Qwen/Qwen3-8B", dataset_format="messages"
     )
