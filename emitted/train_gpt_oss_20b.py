@@ -6,6 +6,7 @@
 #     "bitsandbytes>=0.46",
 #     "datasets>=3.0",
 #     "peft>=0.17",
+#     "tensorboard>=2.15",
 #     "torch>=2.6",
 #     "transformers>=5.0",
 #     "trl>=1.0",
@@ -15,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 41e4aa30c18c83104e1d290a8fb6c4ed935032af60cb29341148c1ff5f4a0d36
+# mhgen-body-sha256: c53003b8f1cb7867aec7dd183d180a81ec8fa38933e0c2cecd86a07222c54b4b
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -87,6 +88,7 @@ PER_DEVICE_TRAIN_BATCH_SIZE = 1
 GRADIENT_ACCUMULATION_STEPS = 8
 SEED = 42  # default
 LOGGING_STEPS = 10  # default
+REPORT_TO = "tensorboard"  # default
 SAVE_STEPS = 200  # default
 SAVE_TOTAL_LIMIT = 2  # default
 EVAL_STEPS = 200  # default
@@ -1306,12 +1308,28 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         seed=SEED,
         data_seed=SEED,
         use_cpu=not on_gpu,
-        report_to="none",
+        report_to=report_to(output_dir),
     )
 
 
 class StopRequested(Exception):
     """A signal arrived during an evaluation: the run stops without finishing it."""
+
+
+def report_to(output_dir: Path) -> str:
+    """Where the trainer sends its curves (REPORT_TO), saying where to look at them."""
+    import importlib.util
+
+    if REPORT_TO == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        say("note: tensorboard is not installed: no training curves (pip install tensorboard)")
+        return "none"
+    if REPORT_TO == "tensorboard":
+        folder = output_dir / "runs"
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder)  # where transformers' callback writes
+        say(f"training curves: {folder} (tensorboard --logdir {folder})")
+    elif REPORT_TO != "none":
+        say(f"training curves: sent to {REPORT_TO}")
+    return REPORT_TO
 
 
 def rng_state() -> dict:

@@ -6,6 +6,7 @@
 #     "bitsandbytes>=0.46",
 #     "datasets>=3.0",
 #     "peft>=0.17",
+#     "tensorboard>=2.15",
 #     "torch>=2.6",
 #     "transformers>=5.0",
 #     "trl>=1.0",
@@ -15,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: c6da65d9ac752c2973d26b31d4ed1f48a5155641fb48753519968a8d2d68cac8
+# mhgen-body-sha256: 6598963d52ac83e87da1fad75513909ba99339b8a6c3b81f6254f5f51489c7a7
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -89,6 +90,7 @@ PER_DEVICE_TRAIN_BATCH_SIZE = 2
 GRADIENT_ACCUMULATION_STEPS = 4
 SEED = 42  # default
 LOGGING_STEPS = 10  # default
+REPORT_TO = "tensorboard"  # default
 SAVE_STEPS = 200  # default
 SAVE_TOTAL_LIMIT = 2  # default
 EVAL_STEPS = 200  # default
@@ -939,12 +941,28 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         seed=SEED,
         data_seed=SEED,
         use_cpu=not on_gpu,
-        report_to="none",
+        report_to=report_to(output_dir),
     )
 
 
 class StopRequested(Exception):
     """A signal arrived during an evaluation: the run stops without finishing it."""
+
+
+def report_to(output_dir: Path) -> str:
+    """Where the trainer sends its curves (REPORT_TO), saying where to look at them."""
+    import importlib.util
+
+    if REPORT_TO == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        say("note: tensorboard is not installed: no training curves (pip install tensorboard)")
+        return "none"
+    if REPORT_TO == "tensorboard":
+        folder = output_dir / "runs"
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder)  # where transformers' callback writes
+        say(f"training curves: {folder} (tensorboard --logdir {folder})")
+    elif REPORT_TO != "none":
+        say(f"training curves: sent to {REPORT_TO}")
+    return REPORT_TO
 
 
 def rng_state() -> dict:

@@ -6,6 +6,7 @@
 #     "bitsandbytes>=0.46",
 #     "datasets>=3.0",
 #     "peft>=0.17",
+#     "tensorboard>=2.15",
 #     "torch>=2.6",
 #     "transformers>=5.0",
 #     "trl>=1.0",
@@ -15,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: fc94c30ed9d6fb229cada701bd002fe07b243de8174dd406e1fd3321d9951bce
+# mhgen-body-sha256: 66f6d6b3b751b67bfabb1fa032a4e7154c7ac8b98bcf943a5950bea416d3d0b3
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -82,6 +83,7 @@ PER_DEVICE_TRAIN_BATCH_SIZE = 4
 GRADIENT_ACCUMULATION_STEPS = 4
 SEED = 42  # default
 LOGGING_STEPS = 10  # default
+REPORT_TO = "tensorboard"  # default
 SAVE_STEPS = 200  # default
 SAVE_TOTAL_LIMIT = 2  # default
 EVAL_STEPS = 200  # default
@@ -1207,12 +1209,28 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         seed=SEED,
         data_seed=SEED,
         use_cpu=not on_gpu,
-        report_to="none",
+        report_to=report_to(output_dir),
     )
 
 
 class StopRequested(Exception):
     """A signal arrived during an evaluation: the run stops without finishing it."""
+
+
+def report_to(output_dir: Path) -> str:
+    """Where the trainer sends its curves (REPORT_TO), saying where to look at them."""
+    import importlib.util
+
+    if REPORT_TO == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        say("note: tensorboard is not installed: no training curves (pip install tensorboard)")
+        return "none"
+    if REPORT_TO == "tensorboard":
+        folder = output_dir / "runs"
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder)  # where transformers' callback writes
+        say(f"training curves: {folder} (tensorboard --logdir {folder})")
+    elif REPORT_TO != "none":
+        say(f"training curves: sent to {REPORT_TO}")
+    return REPORT_TO
 
 
 def rng_state() -> dict:

@@ -14,6 +14,7 @@ from .diagnostics import WriteError
 from .load import ACTIVE
 from .pins import TESTED
 from .pipeline import Compiled
+from .resolve import REPORTERS
 from .write import write
 
 README = """\
@@ -46,6 +47,8 @@ def bundle(compiled: Compiled, out: Path, force: bool = False) -> list[Path]:
     requirements = "".join(f"{name}=={TESTED[name]}\n" for name in sorted(names))
     if values["distributed_strategy"].startswith("deepspeed"):
         requirements += "deepspeed>=0.16  # not pinned: the test suite does not run DeepSpeed\n"
+    if values["report_to"] != "none":  # where the curves go
+        requirements += f"{REPORTERS[values['report_to']]}  # not pinned: the tests log to none\n"
     processes = values["num_processes"]
     multi = (
         f"torchrun --nproc-per-node {processes} {plan.script_name}   "

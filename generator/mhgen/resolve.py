@@ -26,6 +26,13 @@ DEPENDENCIES = (
 BITSANDBYTES = "bitsandbytes>=0.46"
 DEEPSPEED = "deepspeed>=0.16"
 LIGER = "liger-kernel>=0.6"
+# report_to -> the package the trainer logs through
+REPORTERS = {
+    "tensorboard": "tensorboard>=2.15",
+    "wandb": "wandb>=0.18",
+    "trackio": "trackio>=0.2",
+    "mlflow": "mlflow>=2.16",
+}
 
 
 # How a value was chosen, in words (a value from the config itself gets no mark)
@@ -126,7 +133,15 @@ class Plan:
     @property
     def training_modules(self) -> tuple[str, ...]:
         """The modules the script imports to train: its dependencies, by their import names."""
-        return tuple(d.split(">=")[0].replace("-", "_") for d in self.dependencies)
+        optional = self.optional_reporter
+        return tuple(d.split(">=")[0].replace("-", "_") for d in self.dependencies if d != optional)
+
+    @property
+    def optional_reporter(self) -> str | None:
+        """The default reporter, tensorboard: the script trains without it (with a note)."""
+        if self.origins["report_to"] == "default" and self.values["report_to"] != "none":
+            return REPORTERS[self.values["report_to"]]
+        return None
 
     @property
     def compiled_in(self) -> tuple[str, ...]:
@@ -217,6 +232,8 @@ def resolve(source: Source) -> Plan:
         deps += (DEEPSPEED,)
     if values["use_liger_kernel"]:
         deps += (LIGER,)
+    if values["report_to"] != "none":
+        deps += (REPORTERS[values["report_to"]],)
     shape = vram.shape_for(values["base_model"], source.model.config if source.model else None)
     figures = {}
     if shape is not None:
