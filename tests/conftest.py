@@ -32,6 +32,22 @@ FORMATS = {  # model name (drives auto-detection) -> tiny tokenizer format
 }
 
 
+def emitted(tmp_path: Path, model: str) -> dict:
+    """The functions and constants of the script compiled for ``model`` (auto chat format, no
+    system prompt, harmony's date fixed), run as a module."""
+    from mhgen.pipeline import compile_config
+
+    config = {
+        "base_model": model,
+        "chat_template": "auto",
+        "system_prompt": "",
+        "chat_template_date": "2025-01-01",
+    }
+    namespace = {"__name__": "emitted"}
+    exec(compile(compile_config(write_config(tmp_path, config)).text, "emitted", "exec"), namespace)
+    return namespace
+
+
 def require(*modules: str) -> None:
     """Import what a test module needs of the training stack, or fail the whole run.
 

@@ -24,7 +24,7 @@ import copy
 
 import pytest
 
-from conftest import write_config
+from conftest import emitted, write_config
 from mhgen.pipeline import compile_config
 
 CONVERSATIONS = {
@@ -200,18 +200,6 @@ EXPECTED = {
         "reasoning_in_earlier_turn": "<s>[INST] Q1[/INST] A1</s>[INST] Q2[/INST] A2</s>",
     },
 }
-
-
-def emitted(tmp_path, model):
-    config = {
-        "base_model": model,
-        "chat_template": "auto",
-        "system_prompt": "",
-        "chat_template_date": "2025-01-01",
-    }
-    namespace = {"__name__": "emitted"}
-    exec(compile(compile_config(write_config(tmp_path, config)).text, "emitted", "exec"), namespace)
-    return namespace
 
 
 CASES = [(model, name) for model, cases in EXPECTED.items() for name in cases]

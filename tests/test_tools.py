@@ -22,7 +22,7 @@ import json
 
 import pytest
 
-from conftest import FORMATS, require, write_config
+from conftest import FORMATS, emitted, require, write_config
 from mhgen.pipeline import compile_config
 
 CONVERSATIONS = {
@@ -2223,18 +2223,6 @@ REFUSED = {
         "single",
     ): "the row has 'tools', and Llama-2's chat format has no syntax for tools",
 }
-
-
-def emitted(tmp_path, model):
-    config = {
-        "base_model": model,
-        "chat_template": "auto",
-        "system_prompt": "",
-        "chat_template_date": "2025-01-01",
-    }
-    namespace = {"__name__": "emitted"}
-    exec(compile(compile_config(write_config(tmp_path, config)).text, "emitted", "exec"), namespace)
-    return namespace
 
 
 def conversation(script, name):
