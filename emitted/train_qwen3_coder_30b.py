@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 66f6d6b3b751b67bfabb1fa032a4e7154c7ac8b98bcf943a5950bea416d3d0b3
+# mhgen-body-sha256: f7f439158f9fca4335df7923a7c52cdbb155c110210c3e2b5ebb4dc48b1c5093
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -41,12 +41,15 @@ Effective batch: 4 per device x 4 accumulation steps x the number of GPUs.
 """
 
 import argparse
+import collections
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -60,7 +63,10 @@ SYSTEM_ROLES = ("system",)
 
 # --- data
 DATASET_PATH = "data/train.jsonl"
+DATASET_SPLIT = "train"  # default
+DATASET_SUBSET = None  # default
 EVAL_DATASET_PATH = None  # default
+EVAL_DATASET_SPLIT = "test"  # default
 EVAL_SPLIT = 0.0  # default
 ASSISTANT_ONLY_LOSS = True  # default
 
@@ -264,21 +270,23 @@ def to_conversation(row: dict) -> dict:
     SYSTEM_PROMPT first if the row has no system message."""
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, found {type(row).__name__}")
-    if "messages" in row:
+    shape = row_shape(row)
+    if shape == "messages":
         messages = row["messages"]
-    elif "prompt" in row and "completion" in row:
+    elif shape == "prompt + completion":
         messages = [user(row, "prompt"), assistant(row, "completion")]
-    elif "instruction" in row and "output" in row:
+    elif shape == "instruction + output":
         messages = [user(row, "instruction", "input"), assistant(row, "output")]
-    elif "conversations" in row:
-        messages = from_sharegpt(row["conversations"])
     else:
-        keys = ", ".join(sorted(row)) or "none"
-        raise DataError(
-            f"keys {keys}: expected messages, prompt + completion, instruction + output, or "
-            "conversations (ShareGPT)"
-        )
+        messages = from_sharegpt(row["conversations"])
     tools = row.get("tools") or []
+    if isinstance(tools, str):  # datasets often keep them as one JSON string
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"'tools' is a string but not JSON ({exc.msg}, column {exc.colno})"
+            ) from None
     check_messages(messages, check_tools(tools))
     # an assistant message that only calls tools: content "", as the official templates read it
     for message in messages:
@@ -292,6 +300,23 @@ def to_conversation(row: dict) -> dict:
     if messages[0]["role"] not in SYSTEM_ROLES and SYSTEM_PROMPT:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
     return {"messages": messages, "tools": tools}
+
+
+def row_shape(row: dict) -> str:
+    """Which shape a row has, by its keys (dataset_format auto: each row its own)."""
+    if "messages" in row:
+        return "messages"
+    if "prompt" in row and "completion" in row:
+        return "prompt + completion"
+    if "instruction" in row and "output" in row:
+        return "instruction + output"
+    if "conversations" in row:
+        return "ShareGPT conversations"
+    keys = ", ".join(sorted(row)) or "none"
+    raise DataError(
+        f"keys {keys}: expected messages, prompt + completion, instruction + output, or "
+        "conversations (ShareGPT)"
+    )
 
 
 def user(row: dict, key: str, extra: str = "") -> dict:
@@ -470,15 +495,34 @@ def check_messages(messages: list, functions: dict) -> None:
         raise DataError("the conversation must end with an assistant reply")
 
 
-def parse_row(number: int, raw: bytes, path: str) -> tuple[dict | None, str]:
-    """Line ``number`` of the JSONL file: (its conversation, ""), or (None, what is wrong with
-    it, naming the line), or (None, "") when it is blank."""
+# files datasets.load_dataset reads, by suffix, with its loader; any other file is JSONL
+LOADERS = {".json": "json", ".parquet": "parquet", ".csv": "csv"}
+HUB_ID = r"[\w.-]+/[\w.-]+"  # a Hub dataset's owner/name
+
+
+@functools.cache
+def is_lines_file(path: Path) -> bool:
+    """Whether ``path`` is read line by line as JSONL (a bad row is named by its line number).
+    Otherwise datasets.load_dataset reads it: a .json, .parquet or .csv file, a dataset folder,
+    or, where no such file or folder is here, a Hugging Face Hub dataset id."""
+    if path.suffix.lower() in LOADERS or path.is_dir():
+        return False
+    return path.is_file() or path.suffix.lower() == ".jsonl" or not re.fullmatch(HUB_ID, str(path))
+
+
+def parse_row(
+    number: int, raw: bytes, name: str, in_table: bool = False
+) -> tuple[dict | None, str]:
+    """Line ``number`` (from 1) of the JSONL file ``name``, or row ``number`` (from 0) of a table
+    datasets read (``in_table``, each row as JSON): (its conversation, ""), or (None, what is
+    wrong with it, naming the row), or (None, "") when it is a blank line."""
+    where = f"{name} row {number}" if in_table else f"{name}:{number}"
     try:
         line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
         return None, (
-            f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
+            f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
             "save the file as UTF-8"
         )
     if not line.strip():
@@ -486,15 +530,19 @@ def parse_row(number: int, raw: bytes, path: str) -> tuple[dict | None, str]:
     try:
         return to_conversation(json.loads(line)), ""
     except json.JSONDecodeError as exc:
-        return None, f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})"
+        return None, f"{where}: invalid JSON: {exc.msg} (column {exc.colno})"
     except KeyError as exc:
-        return None, f"{path}:{number}: missing key {exc.args[0]!r}"
+        return None, f"{where}: missing key {exc.args[0]!r}"
     except (DataError, TypeError) as exc:
-        return None, f"{path}:{number}: {exc}"
+        return None, f"{where}: {exc}"
 
 
-def first_conversations(path: Path, count: int) -> list[dict]:
-    """The first ``count`` examples of the file, for the dry run and the chat template check."""
+def first_conversations(path: Path, count: int, split: str = DATASET_SPLIT) -> list[dict]:
+    """The first ``count`` examples of the data, for the dry run and the chat template check."""
+    if not is_lines_file(path):
+        lines = lines_dataset(path, None, split)
+        first = lines.select(range(min(count, len(lines))))["line"]
+        return [parse_row(i, raw, data_name(path, split), True)[0] for i, raw in enumerate(first)]
     found = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -513,13 +561,68 @@ def file_lines(path: str, fingerprint: str):
             yield {"line": raw}
 
 
-def lines_dataset(path: Path, cache: Path):
-    """The file's lines as an Arrow table on disk (in ``cache``), read once."""
+def data_name(path: Path, split: str) -> str:
+    """The data as messages name it: the file, or the folder or Hub id and its split."""
+    return str(path) if path.is_file() or is_lines_file(path) else f"{path} ({split} split)"
+
+
+@functools.cache
+def loaded(path: Path, split: str):
+    """What datasets.load_dataset reads at ``path`` (see is_lines_file): a file whole, a folder's
+    or a Hub dataset's ``split`` (of DATASET_SUBSET), kept in datasets' own cache."""
+    from datasets import load_dataset
+    from datasets.exceptions import DatasetsError
+
+    if path.is_file():
+        where = {"path": LOADERS[path.suffix.lower()], "data_files": str(path), "split": "train"}
+    else:
+        where = {"path": str(path), "name": DATASET_SUBSET, "split": split}
+    try:
+        return load_dataset(**where)
+    except (OSError, ValueError, DatasetsError) as exc:
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        if exc.__cause__ is not None:  # datasets' "An error occurred while generating the dataset"
+            reason += (
+                ": " + (str(exc.__cause__).strip() or type(exc.__cause__).__name__).splitlines()[0]
+            )
+        if not path.exists() and path.suffix.lower() not in LOADERS:
+            reason = f"no such file or folder here, and none on the Hugging Face Hub: {reason}"
+        sys.exit(f"error: cannot read the data {data_name(path, split)}: {reason}")
+
+
+def without_nulls(value):
+    """A row from a table as its JSON would be: Arrow gives every row the keys of all (null
+    where a row has none); tool call arguments are kept as they are."""
+    if isinstance(value, dict):
+        return {
+            k: v if k == "arguments" else without_nulls(v)
+            for k, v in value.items()
+            if v is not None
+        }
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def as_lines(batch: dict) -> dict:
+    """datasets.map over a batch of rows: each as one JSON line, the form check_rows and
+    tokenize_rows read."""
+    rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    return {"line": [json.dumps(without_nulls(row), default=str).encode("utf-8") for row in rows]}
+
+
+def lines_dataset(path: Path, cache: Path | None, split: str = DATASET_SPLIT):
+    """The data's rows as lines of JSON, in an Arrow table on disk, made once: a JSONL file's
+    lines (in ``cache``), or what datasets.load_dataset reads, turned into lines (in its cache)."""
     from datasets import Dataset, Features, Value
 
+    features = Features({"line": Value("binary")})
+    if not is_lines_file(path):
+        rows = loaded(path, split)
+        return rows.map(as_lines, batched=True, remove_columns=rows.column_names, features=features)
     return Dataset.from_generator(
         file_lines,
-        features=Features({"line": Value("binary")}),
+        features=features,
         gen_kwargs={"path": str(path), "fingerprint": fingerprint(path)},
         cache_dir=str(cache / "lines" / fingerprint_name(path)),
     )
@@ -528,8 +631,6 @@ def lines_dataset(path: Path, cache: Path):
 def first_process_makes(path: Path) -> bool:
     """Whether this process makes ``path``: under torchrun the first process of the machine does,
     and the others wait until it is there."""
-    import time
-
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         return True
     while not path.exists():  # torchrun stops every process if the first one fails
@@ -543,30 +644,33 @@ def processes(rows: int) -> int:
     return max(1, min(cores or 1, rows // 20_000))
 
 
-def row_problems(lines: list[bytes], indices: list[int], path: str) -> dict:
-    """datasets.map over a batch of lines: for each, what is wrong with it ("" when nothing) and
-    whether it is blank."""
-    out = {"problem": [], "blank": []}
+def row_problems(lines: list[bytes], indices: list[int], name: str, in_table: bool) -> dict:
+    """datasets.map over a batch of lines: for each, what is wrong with it ("" when nothing),
+    whether it is blank, and its shape."""
+    out = {"problem": [], "blank": [], "shape": []}
     for index, raw in zip(indices, lines, strict=True):
-        conversation, problem = parse_row(index + 1, raw, path)
+        conversation, problem = parse_row(index if in_table else index + 1, raw, name, in_table)
         out["problem"].append(problem)
         out["blank"].append(conversation is None and not problem)
+        out["shape"].append(row_shape(json.loads(raw)) if conversation else "")
     return out
 
 
-def check_rows(path: Path, cache: Path) -> None:
+def check_rows(path: Path, cache: Path, split: str = DATASET_SPLIT) -> None:
     """Every malformed row reported (the first 20, and how many more), in one run and before
-    anything loads; a file found whole once is not read again for this."""
-    if not path.is_file():
+    anything loads; data found whole once is not read again for this."""
+    if is_lines_file(path) and not path.is_file():
         sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
-    if path.stat().st_size == 0:
+    if is_lines_file(path) and path.stat().st_size == 0:
         sys.exit(f"error: {path}: no examples")
-    marker = cache / "checked" / fingerprint_name(path)
+    marker = cache / "checked" / fingerprint_name(path, split)
     if marker.is_file() or not first_process_makes(marker):
+        say(f"data: {data_name(path, split)}, checked by an earlier run")
         return
     from datasets import Features, Value
 
-    lines = lines_dataset(path, cache)
+    started = time.monotonic()
+    lines = lines_dataset(path, cache, split)
     checked = lines.map(
         row_problems,
         batched=True,
@@ -574,9 +678,11 @@ def check_rows(path: Path, cache: Path) -> None:
         input_columns=["line"],
         remove_columns=["line"],
         num_proc=processes(len(lines)),
-        features=Features({"problem": Value("string"), "blank": Value("bool")}),
-        fn_kwargs={"path": str(path)},
-        desc=f"checking {path.name}",
+        features=Features(
+            {"problem": Value("string"), "blank": Value("bool"), "shape": Value("string")}
+        ),
+        fn_kwargs={"name": data_name(path, split), "in_table": not is_lines_file(path)},
+        desc=f"checking {data_name(path, split)}",
     )
     bad = checked.filter(
         lambda problems: [bool(p) for p in problems], input_columns=["problem"], batched=True
@@ -584,10 +690,19 @@ def check_rows(path: Path, cache: Path) -> None:
     if len(bad):
         more = f"\n... and {len(bad) - 20} more" if len(bad) > 20 else ""
         sys.exit("\n".join(bad.select(range(min(20, len(bad))))[:]["problem"]) + more)
-    if checked.with_format("numpy")[:]["blank"].all():
-        sys.exit(f"error: {path}: no examples")
+    shapes = collections.Counter(shape for shape in checked["shape"] if shape)
+    if not shapes:
+        sys.exit(f"error: {data_name(path, split)}: no examples")
+    found = ", ".join(f"{count} {shape}" for shape, count in shapes.most_common())
+    took = since(started)
+    say(f"data: {data_name(path, split)}: {shapes.total()} rows ({found}), checked in {took}")
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(path) + "\n", encoding="utf-8")
+
+
+def since(started: float) -> str:
+    """The seconds since ``started`` (time.monotonic), to say how long a stage took."""
+    return f"{time.monotonic() - started:.1f} s"
 
 
 def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) -> dict:
@@ -619,12 +734,14 @@ def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) ->
     return {"input_ids": input_ids, "labels": labels}
 
 
-def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) -> dict:
+def tokenize_rows(
+    lines: list[bytes], indices: list[int], tokenizer, name: str, in_table: bool
+) -> dict:
     """datasets.map over a batch of checked lines: each example's token ids and labels cut to
     MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
     out = {"input_ids": [], "labels": [], "length": [], "kept": []}
     for index, raw in zip(indices, lines, strict=True):
-        conversation, _ = parse_row(index + 1, raw, path)
+        conversation, _ = parse_row(index if in_table else index + 1, raw, name, in_table)
         example = (
             tokenize(tokenizer, **conversation) if conversation else {"input_ids": [], "labels": []}
         )
@@ -636,12 +753,12 @@ def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) 
     return out
 
 
-def tokens_key(tokenizer, path: Path) -> str:
+def tokens_key(tokenizer, path: Path, split: str) -> str:
     """What decides the tokens of ``path``: its content, the tokenizer, and the code and constants
     that turn a row into token ids and labels (tokenize_rows and all it calls)."""
     import hashlib
 
-    parts = [fingerprint(path), tokenizer_fingerprint(tokenizer), code_of(tokenize_rows)]
+    parts = [fingerprint(path, split), tokenizer_fingerprint(tokenizer), code_of(tokenize_rows)]
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
 
@@ -667,19 +784,20 @@ def code_of(function, seen=None) -> str:
     return "\n".join(parts)
 
 
-def tokenized(tokenizer, path: Path, cache: Path):
+def tokenized(tokenizer, path: Path, cache: Path, split: str = DATASET_SPLIT):
     """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length), made in
     parallel once; a later run on the same data with the same tokenizer and settings takes them
     from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
-    folder = cache / "tokens" / tokens_key(tokenizer, path)
+    folder = cache / "tokens" / tokens_key(tokenizer, path, split)
     made = folder / "mhgen_profile.json"
     if made.is_file() or not first_process_makes(made):
         say(f"tokenized data: {folder} (made by an earlier run on the same data; safe to delete)")
         profile = json.loads((folder / "mhgen_profile.json").read_text(encoding="utf-8"))
         return load_from_disk(str(folder)), profile
-    lines = lines_dataset(path, cache)
+    started = time.monotonic()
+    lines = lines_dataset(path, cache, split)
     workers = processes(len(lines))
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -698,8 +816,12 @@ def tokenized(tokenizer, path: Path, cache: Path):
                 "kept": Value("bool"),
             }
         ),
-        fn_kwargs={"tokenizer": tokenizer, "path": str(path)},
-        desc=f"tokenizing {path.name} ({workers} processes)",
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "name": data_name(path, split),
+            "in_table": not is_lines_file(path),
+        },
+        desc=f"tokenizing {data_name(path, split)} ({workers} processes)",
     )
     columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
     profile = length_profile(columns["length"], columns["kept"])
@@ -709,9 +831,12 @@ def tokenized(tokenizer, path: Path, cache: Path):
     examples.save_to_disk(str(staging))
     (staging / "mhgen_profile.json").write_text(json.dumps(profile), encoding="utf-8")
     promote(staging, folder)
-    shutil.rmtree(cache / "lines" / fingerprint_name(path))  # its lines: the tokens are made
-    if not any((cache / "lines").iterdir()):
-        (cache / "lines").rmdir()
+    if is_lines_file(path):  # its lines: the tokens are made
+        shutil.rmtree(cache / "lines" / fingerprint_name(path))
+        if not any((cache / "lines").iterdir()):
+            (cache / "lines").rmdir()
+    took, count = since(started), f"{workers} processes" if workers > 1 else "1 process"
+    say(f"tokenized {len(lines)} rows in {took} ({count})")
     say(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")
     return load_from_disk(str(folder)), profile
 
@@ -1489,17 +1614,20 @@ def discard(checkpoint: Path) -> None:
 FINGERPRINT_WHOLE = 256 << 20  # bytes: a data file up to this size is hashed whole
 
 
-def fingerprint(path: Path) -> str:
-    """What identifies a data file's content (see content_fingerprint); computed once per run."""
+def fingerprint(path: Path, split: str = DATASET_SPLIT) -> str:
+    """What identifies the data's content: a JSONL file's (see content_fingerprint), computed
+    once per run, or the fingerprint datasets gives what it read."""
+    if not is_lines_file(path):
+        return "datasets:" + loaded(path, split)._fingerprint
     stat = path.stat()
     return content_fingerprint(str(path), stat.st_size, stat.st_mtime_ns, FINGERPRINT_WHOLE)
 
 
-def fingerprint_name(path: Path) -> str:
+def fingerprint_name(path: Path, split: str = DATASET_SPLIT) -> str:
     """The fingerprint as a file name."""
     import hashlib
 
-    return hashlib.sha256(fingerprint(path).encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(fingerprint(path, split).encode("utf-8")).hexdigest()[:32]
 
 
 @functools.cache
@@ -1544,7 +1672,7 @@ def run_inputs(args: argparse.Namespace, tokenizer) -> dict:
     """What a run depends on besides the constants; --resume needs all of it unchanged."""
     inputs = {"data": args.data, "data_fingerprint": fingerprint(Path(args.data))}
     if EVAL_DATASET_PATH is not None:
-        inputs["eval_data_fingerprint"] = fingerprint(Path(EVAL_DATASET_PATH))
+        inputs["eval_data_fingerprint"] = fingerprint(Path(EVAL_DATASET_PATH), EVAL_DATASET_SPLIT)
     inputs["tokenizer_fingerprint"] = tokenizer_fingerprint(tokenizer)
     inputs["max_steps"] = args.max_steps
     return inputs
@@ -1653,7 +1781,9 @@ def write_record(output_dir: Path, inputs: dict, finished: bool, metrics=None, l
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DATASET_PATH, help="JSONL training data")
+    parser.add_argument(
+        "--data", default=DATASET_PATH, help="training data: a file, folder or Hub id"
+    )
     parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where the adapter is written")
     parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help="-1: NUM_TRAIN_EPOCHS")
     parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
@@ -1785,7 +1915,7 @@ def main() -> None:
     cache = output_dir.parent / "mhgen-data-cache"  # tokenized data, kept for the next run
     check_rows(data, cache)
     if EVAL_DATASET_PATH is not None:
-        check_rows(Path(EVAL_DATASET_PATH), cache)
+        check_rows(Path(EVAL_DATASET_PATH), cache, EVAL_DATASET_SPLIT)
     tokenizer = load_tokenizer()
     check_chat_template(tokenizer, first_conversations(data, 3))
     inputs = run_inputs(args, tokenizer)
@@ -1800,10 +1930,8 @@ def main() -> None:
             'assistant token to train on; raise "max_seq_length" in the config'
         )
     if EVAL_DATASET_PATH is not None:
-        train_dataset, (eval_dataset, _) = (
-            examples,
-            tokenized(tokenizer, Path(EVAL_DATASET_PATH), cache),
-        )
+        evaluation = tokenized(tokenizer, Path(EVAL_DATASET_PATH), cache, EVAL_DATASET_SPLIT)
+        train_dataset, eval_dataset = examples, evaluation[0]
     else:
         train_dataset, eval_dataset = split_eval(examples)
 
@@ -1820,10 +1948,12 @@ def main() -> None:
         f"effective batch: {per_device} per device x {accumulation} accumulation steps x "
         f"{world} processes = {per_device * accumulation * world} sequences per optimizer step"
     )
+    started = time.monotonic()
     try:
         model = add_lora(load_model(on_gpu))
     except torch.OutOfMemoryError:
         fail(out_of_memory(None), EXIT_OUT_OF_MEMORY)
+    say(f"model loaded in {since(started)}")
     stopper = stop_on_signals()
     trainer = trainer_class()(
         model=model,
@@ -1844,7 +1974,9 @@ def main() -> None:
     if trainer.is_world_process_zero():
         write_record(output_dir, inputs, finished=False)
     if checkpoint is not None:
-        say(f"resuming from {checkpoint.name}")
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        step, epoch = state["global_step"], state["epoch"]
+        say(f"resuming from {checkpoint.name}: step {step}, epoch {epoch:.2f}")
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except StopRequested:  # a signal during an evaluation: save the step it followed

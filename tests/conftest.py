@@ -32,9 +32,10 @@ FORMATS = {  # model name (drives auto-detection) -> tiny tokenizer format
 }
 
 
-def emitted(tmp_path: Path, model: str) -> dict:
+def emitted(tmp_path: Path, model: str, **settings) -> dict:
     """The functions and constants of the script compiled for ``model`` (auto chat format, no
-    system prompt, harmony's date fixed), run as a module."""
+    system prompt, harmony's date fixed, unless ``settings`` say otherwise), run as a module (not
+    importable: datasets pickles its functions whole)."""
     from mhgen.pipeline import compile_config
 
     config = {
@@ -42,10 +43,23 @@ def emitted(tmp_path: Path, model: str) -> dict:
         "chat_template": "auto",
         "system_prompt": "",
         "chat_template_date": "2025-01-01",
+        **settings,
     }
     namespace = {"__name__": "emitted"}
     exec(compile(compile_config(write_config(tmp_path, config)).text, "emitted", "exec"), namespace)
     return namespace
+
+
+def write_rows(path: Path, items: list) -> None:
+    """A JSONL file of ``items``: each a row (written as JSON) or a line as it is."""
+    path.write_text(
+        "".join(r + "\n" if isinstance(r, str) else json.dumps(r) + "\n" for r in items)
+    )
+
+
+def as_lists(dataset) -> list[dict]:
+    """The input_ids and labels of a tokenized dataset's examples."""
+    return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in dataset]
 
 
 def require(*modules: str) -> None:

@@ -46,7 +46,7 @@ def script_for(directory: Path, model: Path, data: Path, **settings) -> Path:
         "output_dir": "out", "max_seq_length": 128, "lora_rank": 4, "lora_alpha": 8,
         "lora_dropout": 0.1, "learning_rate": 0.001, "per_device_train_batch_size": 2,
         "gradient_accumulation_steps": 2, "logging_steps": 10, "save_steps": 1000, "max_steps": STEPS,
-        "load_in_4bit": False, "dtype": "float32", **settings,
+        "load_in_4bit": False, "dtype": "float32", "report_to": "none", **settings,
     }  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
     compiled = compile_config(write_config(directory, config))

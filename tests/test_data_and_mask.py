@@ -258,6 +258,9 @@ def test_dry_run_shows_text_mask_and_lengths(tmp_path):
     assert proc.returncode == 0, proc.stderr
     first = "<|im_start|>system\nOwn system.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHello!<|im_end|>\n"
     assert first in proc.stdout  # the row's own system message wins over system_prompt
+    # the shapes the check found, named before the example
+    shapes = "4 rows (2 messages, 1 prompt + completion, 1 instruction + output)"
+    assert proc.stdout.startswith(f"data: {tmp_path / 'train.jsonl'}: {shapes}, checked in ")
     assert repr("<think>\n\n</think>\n\nHello!<|im_end|>") in proc.stdout
     assert (
         "4 examples: 1 longer than MAX_SEQ_LENGTH=64 are truncated, 1 left with no assistant token are dropped, 3 train"
@@ -294,7 +297,11 @@ def test_runtime_check_stops_at_the_first_differing_character(tmp_path):
     proc = run_script(tmp_path, [ROW], "--dry-run", base_model=str(model))
     assert proc.returncode == 1
     # the dry run shows the example before it stops at the difference
-    assert proc.stdout.startswith("--- first example, as the model sees it:\n<|im_start|>system")
+    data_line, shown = proc.stdout.split("\n", 1)
+    assert data_line.startswith(
+        f"data: {tmp_path / 'train.jsonl'}: 1 rows (1 messages), checked in "
+    )
+    assert shown.startswith("--- first example, as the model sees it:\n<|im_start|>system")
     prefix = "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert proc.stderr.splitlines() == [
         f"error: example 1: the training text differs from the tokenizer's chat template at character {len(prefix)}:",

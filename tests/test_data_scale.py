@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import FORMATS, require, write_config
+from conftest import FORMATS, as_lists, emitted, require, write_config, write_rows
 from mhgen.pipeline import compile_config
 from runs import ENV, run, script_for, tiny_model_and_data
 
@@ -44,19 +44,8 @@ def rows() -> list:
     ]
 
 
-def write_rows(path, items) -> None:
-    path.write_text(
-        "".join(r + "\n" if isinstance(r, str) else json.dumps(r) + "\n" for r in items)
-    )
-
-
 def emitted_module(tmp_path, model, **settings):
-    config = {"base_model": model, "chat_template": "auto", "system_prompt": "Be kind.",
-              "max_seq_length": MAX, **settings}  # fmt: skip
-    namespace = {"__name__": "emitted"}  # not importable: datasets pickles its functions whole
-    text = compile_config(write_config(tmp_path, config)).text
-    exec(compile(text, "emitted", "exec"), namespace)
-    return namespace
+    return emitted(tmp_path, model, system_prompt="Be kind.", max_seq_length=MAX, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +72,6 @@ def expected(script, tokenizer, items) -> tuple[list[dict], int, int]:
         else:
             dropped += 1
     return out, cut, dropped
-
-
-def as_lists(dataset) -> list[dict]:
-    return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in dataset]
 
 
 @pytest.mark.parametrize("model", FORMATS)

@@ -121,12 +121,11 @@ def test_bundle_runs_from_a_clean_folder_without_mhgen(tmp_path, model_and_data)
     ]
     from mhgen.pins import TESTED
 
+    names = ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes"]
+    names.append("tensorboard")  # report_to's default
     assert (box / "requirements.txt").read_text().splitlines() == [
-        f"{name}=={TESTED[name]}"
-        for name in sorted(
-            ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes"]
-        )
-    ] + ["tensorboard>=2.15  # not pinned: the tests log to none"]  # report_to's default
+        f"{name}=={TESTED[name]}" for name in sorted(names)
+    ]
     assert "uv run train_qwen3_8b.py --dry-run" in (box / "README.md").read_text()
     # a colleague's machine: the bundle alone, moved elsewhere, and no mhgen importable
     clean = tmp_path / "elsewhere"

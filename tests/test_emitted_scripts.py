@@ -76,13 +76,16 @@ def test_shape(script):
     }
     allowed = {
         "argparse",
+        "collections",
         "functools",
         "json",
         "os",
         "pathlib",
+        "re",
         "shutil",
         "signal",
         "sys",
+        "time",
         "zipfile",
     }
     assert top_imports <= allowed

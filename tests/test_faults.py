@@ -89,7 +89,7 @@ def test_killed_anywhere_resume_finishes_with_the_adapter_of_an_uninterrupted_ru
     # the next run: checkpoint-3 and -4 fully written; killed just before -4 is renamed in place
     killed = run(script, "--resume", fault="kill:rename:3")  # the record, checkpoint-3, -4
     assert killed.returncode == -signal.SIGKILL
-    assert "resuming from checkpoint-2\n" in killed.stdout
+    assert "resuming from checkpoint-2: step 2, epoch " in killed.stdout
     assert steps_of(out) == [2, 3]
     assert_whole(out)
     # and again: checkpoint-4 written, killed in the middle of deleting checkpoint-2
@@ -151,7 +151,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_left_as_it_is(stopped):
         "skipping checkpoint-4: its trainer_state.json is missing or cut short (it is left as "
         "it is)\n"
     ) in resumed.stdout
-    assert "resuming from checkpoint-2\n" in resumed.stdout
+    assert "resuming from checkpoint-2: step 2, epoch " in resumed.stdout
     assert trained_range(resumed.stdout) == (3, 6)
     assert_whole(out)  # step 4 was saved again, whole, in place of the damaged one
 

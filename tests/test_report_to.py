@@ -64,7 +64,7 @@ def test_a_chosen_reporter_is_a_dependency_the_run_requires(tmp_path, reporter, 
     assert capsys.readouterr().out == f"training curves: sent to {reporter}\n"
     files = bundle(compiled, tmp_path / "bundle")
     requirements = next(f for f in files if f.name == "requirements.txt").read_text()
-    assert f"{package}  # not pinned" in requirements
+    assert f"{package}  # not pinned: the tests log to tensorboard or none" in requirements
 
 
 def test_none_adds_nothing(tmp_path, capsys):
@@ -74,3 +74,24 @@ def test_none_adds_nothing(tmp_path, capsys):
     assert capsys.readouterr().out == ""
     files = bundle(compiled, tmp_path / "bundle")
     assert "tensorboard" not in next(f for f in files if f.name == "requirements.txt").read_text()
+
+
+def test_a_run_writes_its_curves_where_it_says(tmp_path):
+    """A real run with the default reporter (tensorboard, installed by the test extra): the event
+    file is in OUTPUT_DIR/runs, the folder the run names, and holds the training loss."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from runs import run, script_for, tiny_model_and_data
+
+    model, data = tiny_model_and_data(tmp_path)
+    script = script_for(
+        tmp_path / "run", model, data, max_steps=2, logging_steps=1, report_to="tensorboard"
+    )
+    done = run(script)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = tmp_path / "run" / "out" / "runs"
+    assert "training curves: out/runs (tensorboard --logdir out/runs)" in done.stdout
+    (events,) = runs.rglob("events.out.tfevents.*")
+    curves = EventAccumulator(str(events.parent))
+    curves.Reload()
+    assert [e.step for e in curves.Scalars("train/loss")] == [1, 2]

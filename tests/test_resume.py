@@ -79,7 +79,7 @@ def test_sigterm_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, s
 
     resumed = run(script, "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resuming from checkpoint-{stopped_at}\n" in resumed.stdout
+    assert f"resuming from checkpoint-{stopped_at}: step {stopped_at}, epoch " in resumed.stdout
     # the resumed process trained only the steps after the checkpoint, not the run again
     assert trained_range(resumed.stdout) == (stopped_at + 1, STEPS)
     finished = record(out)

@@ -229,7 +229,7 @@ def test_lora_on_the_4bit_experts_trains_resumes_and_loads_onto_the_original_mod
         tmp_path / "b", models[family], data, steps=4, extra_args=["--resume"], **settings
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resuming from checkpoint-2" in proc.stdout
+    assert "resuming from checkpoint-2: step 2, epoch " in proc.stdout
     resumed = load_file(out / "adapter_model.safetensors")
     assert resumed.keys() == saved.keys()
     for k in saved:

@@ -8,7 +8,8 @@ without ``--force``.
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 from .diagnostics import WriteError
 from .load import ACTIVE
@@ -23,7 +24,7 @@ README = """\
 Fine-tunes `{base_model}` ({chat_format} format, {mode}), compiled by mhgen {version} from
 `{config}` (canonical sha256 {sha}). The script stands alone: it needs no mhgen.
 
-Put the training data at `{data}` (JSONL, one conversation per line), then:
+{data}, then:
 
 ```bash
 # check the data and the training text; loads no model
@@ -39,16 +40,33 @@ On a CUDA machine, install torch for its CUDA version first if the pinned wheel 
 """
 
 
+def where_data_goes(path: str) -> str:
+    """The README's line on the training data, for what dataset_path names (the script decides
+    the same way, on the machine it runs on)."""
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix in (".json", ".parquet", ".csv"):
+        return f"Put the training data at `{path}` (one conversation per row)"
+    if suffix != ".jsonl" and re.fullmatch(r"[\w.-]+/[\w.-]+", path):
+        return (
+            f"The training data is `{path}`: a dataset folder of that name, or else the Hugging "
+            "Face Hub dataset of that id (downloaded into the datasets cache on the first run)"
+        )
+    return f"Put the training data at `{path}` (JSONL, one conversation per line)"
+
+
 def bundle(compiled: Compiled, out: Path, force: bool = False) -> list[Path]:
     plan, values = compiled.plan, compiled.plan.values
     names = ["torch", "transformers", "trl", "peft", "accelerate", "datasets"]
     if values["load_in_4bit"]:
         names.append("bitsandbytes")
+    if values["report_to"] == "tensorboard":  # where the curves go
+        names.append("tensorboard")
     requirements = "".join(f"{name}=={TESTED[name]}\n" for name in sorted(names))
     if values["distributed_strategy"].startswith("deepspeed"):
         requirements += "deepspeed>=0.16  # not pinned: the test suite does not run DeepSpeed\n"
-    if values["report_to"] != "none":  # where the curves go
-        requirements += f"{REPORTERS[values['report_to']]}  # not pinned: the tests log to none\n"
+    if values["report_to"] not in ("none", "tensorboard"):
+        reporter = REPORTERS[values["report_to"]]
+        requirements += f"{reporter}  # not pinned: the tests log to tensorboard or none\n"
     processes = values["num_processes"]
     multi = (
         f"torchrun --nproc-per-node {processes} {plan.script_name}   "
@@ -72,7 +90,7 @@ def bundle(compiled: Compiled, out: Path, force: bool = False) -> list[Path]:
             version=plan.mhgen_version,
             config=config_name,
             sha=plan.config_sha256[:12],
-            data=values["dataset_path"],
+            data=where_data_goes(values["dataset_path"]),
             output_dir=values["output_dir"],
             multi=multi,
         ),

@@ -10,4 +10,5 @@ TESTED = {
     "bitsandbytes": "0.50.2",
     "accelerate": "1.15.0",
     "datasets": "5.2.0",
+    "tensorboard": "2.21.0",  # report_to's default
 }

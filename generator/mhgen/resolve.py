@@ -50,6 +50,14 @@ def origin_mark(origin: str) -> str:
     return "" if origin == "config" else f" ({ORIGIN_WORDS[origin]})"
 
 
+# dataset_format's shapes, in the words the script names them with
+ROW_SHAPES = {
+    "messages": "messages",
+    "prompt_completion": "prompt + completion",
+    "instruction": "instruction + output",
+    "sharegpt": "ShareGPT conversations",
+}
+
 # Settings the emitted code is specialised for at compile time (the rest are its constants)
 COMPILED_IN = (
     "chat_template",
@@ -108,6 +116,12 @@ class Plan:
     @property
     def chat_format(self) -> str:
         return self.values["chat_template"]
+
+    @property
+    def row_shape(self) -> str | None:
+        """The shape every row has, in words, as the script names it; None for auto (each row
+        its own)."""
+        return ROW_SHAPES.get(self.values["dataset_format"])
 
     @property
     def experts_4bit(self) -> bool:

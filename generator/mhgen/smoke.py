@@ -22,6 +22,9 @@ from .resolve import resolve
 from .run import run_script
 from .write import write
 
+# data files the script reads with datasets.load_dataset; smoke copies lines of JSONL files only
+TABLE_SUFFIXES = (".json", ".parquet", ".csv")
+
 SAMPLE = [
     [
         {"role": "user", "content": f"What is {a} plus {b}?"},
@@ -76,14 +79,15 @@ def smoke(config: Path, steps: int = 4, rows: int = 32, keep: Path | None = None
         )
         data = work / "data.jsonl"
         user_data = Path(plan.values["dataset_path"])
-        if user_data.is_file():
+        if user_data.is_file() and user_data.suffix.lower() not in TABLE_SUFFIXES:
             with user_data.open(encoding="utf-8") as f:
                 lines = [line for _, line in zip(range(rows), f, strict=False)]
             data.write_text("".join(lines), encoding="utf-8")
             origin = f"the first {len(lines)} lines of {user_data}"
         else:
             data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in SAMPLE))
-            origin = f"a built-in sample ({user_data} not found)"
+            why = "not a JSONL file" if user_data.exists() else "not found here"
+            origin = f"a built-in sample ({user_data}: {why})"
         settings = {k: v for k, v in source.data.items() if k != "$schema"}
         settings.update(
             base_model=str(model_dir),
