@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: c53003b8f1cb7867aec7dd183d180a81ec8fa38933e0c2cecd86a07222c54b4b
+# mhgen-body-sha256: d91285e27c6c98775ad9d1411e87f4ee4cdaaad73c312254dd56ab4175e568ce
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -707,8 +707,9 @@ def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) ->
 
 def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) -> dict:
     """datasets.map over a batch of checked lines: each example's token ids and labels cut to
-    MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
-    out = {"input_ids": [], "labels": [], "length": [], "kept": []}
+    MAX_SEQ_LENGTH, its length before the cut, whether any assistant token is left, and its row
+    (the line's index in the file: --sample finds the held-out rows by it)."""
+    out = {"input_ids": [], "labels": [], "length": [], "kept": [], "row": indices}
     for index, raw in zip(indices, lines, strict=True):
         conversation, _ = parse_row(index + 1, raw, path)
         example = (
@@ -754,9 +755,9 @@ def code_of(function, seen=None) -> str:
 
 
 def tokenized(tokenizer, path: Path, cache: Path):
-    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length), made in
-    parallel once; a later run on the same data with the same tokenizer and settings takes them
-    from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
+    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length, row),
+    made in parallel once; a later run on the same data with the same tokenizer and settings takes
+    them from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
     folder = cache / "tokens" / tokens_key(tokenizer, path)
@@ -782,6 +783,7 @@ def tokenized(tokenizer, path: Path, cache: Path):
                 "labels": List(Value("int32")),
                 "length": Value("int32"),
                 "kept": Value("bool"),
+                "row": Value("int64"),
             }
         ),
         fn_kwargs={"tokenizer": tokenizer, "path": str(path)},

@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 6598963d52ac83e87da1fad75513909ba99339b8a6c3b81f6254f5f51489c7a7
+# mhgen-body-sha256: af9133e37d8c3fc1a77563659a5ad71bc60fb919729bd99ace0fb213fbb37844
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -612,8 +612,9 @@ def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) ->
 
 def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) -> dict:
     """datasets.map over a batch of checked lines: each example's token ids and labels cut to
-    MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
-    out = {"input_ids": [], "labels": [], "length": [], "kept": []}
+    MAX_SEQ_LENGTH, its length before the cut, whether any assistant token is left, and its row
+    (the line's index in the file: --sample finds the held-out rows by it)."""
+    out = {"input_ids": [], "labels": [], "length": [], "kept": [], "row": indices}
     for index, raw in zip(indices, lines, strict=True):
         conversation, _ = parse_row(index + 1, raw, path)
         example = (
@@ -659,9 +660,9 @@ def code_of(function, seen=None) -> str:
 
 
 def tokenized(tokenizer, path: Path, cache: Path):
-    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length), made in
-    parallel once; a later run on the same data with the same tokenizer and settings takes them
-    from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
+    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length, row),
+    made in parallel once; a later run on the same data with the same tokenizer and settings takes
+    them from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
     folder = cache / "tokens" / tokens_key(tokenizer, path)
@@ -687,6 +688,7 @@ def tokenized(tokenizer, path: Path, cache: Path):
                 "labels": List(Value("int32")),
                 "length": Value("int32"),
                 "kept": Value("bool"),
+                "row": Value("int64"),
             }
         ),
         fn_kwargs={"tokenizer": tokenizer, "path": str(path)},

@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 66f6d6b3b751b67bfabb1fa032a4e7154c7ac8b98bcf943a5950bea416d3d0b3
+# mhgen-body-sha256: 96345d40f6b8576969363c8487749e15d044f2e067f40156cec1982c2dc639c9
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -621,8 +621,9 @@ def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) ->
 
 def tokenize_rows(lines: list[bytes], indices: list[int], tokenizer, path: str) -> dict:
     """datasets.map over a batch of checked lines: each example's token ids and labels cut to
-    MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
-    out = {"input_ids": [], "labels": [], "length": [], "kept": []}
+    MAX_SEQ_LENGTH, its length before the cut, whether any assistant token is left, and its row
+    (the line's index in the file: --sample finds the held-out rows by it)."""
+    out = {"input_ids": [], "labels": [], "length": [], "kept": [], "row": indices}
     for index, raw in zip(indices, lines, strict=True):
         conversation, _ = parse_row(index + 1, raw, path)
         example = (
@@ -668,9 +669,9 @@ def code_of(function, seen=None) -> str:
 
 
 def tokenized(tokenizer, path: Path, cache: Path):
-    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length), made in
-    parallel once; a later run on the same data with the same tokenizer and settings takes them
-    from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
+    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length, row),
+    made in parallel once; a later run on the same data with the same tokenizer and settings takes
+    them from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
     folder = cache / "tokens" / tokens_key(tokenizer, path)
@@ -696,6 +697,7 @@ def tokenized(tokenizer, path: Path, cache: Path):
                 "labels": List(Value("int32")),
                 "length": Value("int32"),
                 "kept": Value("bool"),
+                "row": Value("int64"),
             }
         ),
         fn_kwargs={"tokenizer": tokenizer, "path": str(path)},
