@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 3fd8f14160dbfa25a6418ac92c7fd1b8ec7fbf8d18f0360eb29ab81a5b06f1e1
+# mhgen-body-sha256: c24cbb7daf3e4b31cdedc4d62913c88d36d09a9a7640932ff5bf717cdfd76dcb
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -1785,6 +1785,8 @@ def conversations_at(path: Path, rows: list[int]) -> list[dict]:
         for index, raw in enumerate(f):
             if index in rows:
                 found[index], _ = parse_row(index + 1, raw, str(path))
+            if len(found) == len(set(rows)):
+                break
     return [found[row] for row in rows]
 
 

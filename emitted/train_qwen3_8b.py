@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: a6f3364891ab5b31c3c0683581b53492bae368cd9b0f92eb929db098cc36d5cb
+# mhgen-body-sha256: 22c6af88c4303a419f858d837fcdafc898f62f85bd0c5a5276f19178004dda9d
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -1418,6 +1418,8 @@ def conversations_at(path: Path, rows: list[int]) -> list[dict]:
         for index, raw in enumerate(f):
             if index in rows:
                 found[index], _ = parse_row(index + 1, raw, str(path))
+            if len(found) == len(set(rows)):
+                break
     return [found[row] for row in rows]
 
 

@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 5192186ad5c91bca1dd38bae53b85e12c170461af1be83f7745e5487d4a990ad
+# mhgen-body-sha256: a0c2d9cbf5d5f0187a412069c1e103711e9a7de0364c234b3fa8777599ae5b4f
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -1686,6 +1686,8 @@ def conversations_at(path: Path, rows: list[int]) -> list[dict]:
         for index, raw in enumerate(f):
             if index in rows:
                 found[index], _ = parse_row(index + 1, raw, str(path))
+            if len(found) == len(set(rows)):
+                break
     return [found[row] for row in rows]
 
 
