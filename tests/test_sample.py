@@ -121,19 +121,16 @@ def test_qwen3_prompts_as_its_official_template_does(tmp_path, name):
     )
 
 
-def test_end_tokens_are_one_token_each_in_the_formats_tokenizers():
+@pytest.mark.parametrize("model", FORMATS)
+def test_each_end_token_is_one_token_of_the_formats_tokenizer(tmp_path, model):
+    """generate stops on token ids: each of END_TOKENS must be one token, as in the training text."""
     from mhgen import tiny
 
-    expected = {
-        "chatml": ("<|im_end|>",),
-        "harmony": ("<|return|>", "<|call|>"),
-        "llama": ("</s>",),
-    }
-    expected |= {"mistral": ("</s>",), "llama3": ("<|eot_id|>",)}
-    for fmt, ends in expected.items():
-        tokenizer = tiny.build_tokenizer(fmt)
-        ids = tokenizer.convert_tokens_to_ids(list(ends))
-        assert tokenizer.unk_token_id not in ids and None not in ids, fmt
+    tokenizer = tiny.build_tokenizer(FORMATS[model])
+    for end in emitted(tmp_path, model)["END_TOKENS"]:
+        assert tokenizer(end, add_special_tokens=False).input_ids == [
+            tokenizer.convert_tokens_to_ids(end)
+        ]
 
 
 def test_which_rows_without_an_evaluation_split(tmp_path):
