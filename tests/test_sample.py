@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -241,6 +242,9 @@ def test_sample_alone_on_the_finished_folder_trains_nothing(trained):
     proc = run(script, "--sample", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert samples(out) == before
+    bars = re.compile(r"^(Loading weights: +)?\d+%\|.*\| \d+/\d+ \[.*\]$")
+    lines = [line.strip() for line in proc.stderr.replace("\r", "\n").splitlines()]
+    assert [line for line in lines if line and not bars.match(line)] == []  # no warning
     assert "adapter saved" not in proc.stdout and (out / "mhgen_run.json").read_bytes() == record
 
 
