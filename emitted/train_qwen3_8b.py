@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 56546249b0823a44b269bb66b29fcefdbe4ce2ae344fe693d9b25561a10a5f4c
+# mhgen-body-sha256: f8bd7057d3c3a4e599a1f28adc1f07b3e802daeac8e1e85858fcd4f00522e5ad
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -35,6 +35,9 @@ Train on one GPU, or on 4 with DDP:
     torchrun --nproc-per-node 4 train_qwen3_8b.py
 Continue from the last checkpoint:
     python train_qwen3_8b.py --resume
+The trained adapter's replies to 4 held-out prompts, beside the references (after a run, or
+with the run finished):
+    python train_qwen3_8b.py --sample 4
 
 Effective batch: 2 per device x 4 accumulation steps x the number of GPUs.
 """
@@ -128,6 +131,9 @@ EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
 
 
 # --- chat format: ChatML with Qwen3's thinking block, as Qwen/Qwen3-8B's chat template renders it
+# where a reply starts after the conversation so far, and the tokens that end it (--sample)
+GENERATION_PROMPT = "<|im_start|>assistant\n"  # the model writes the thinking block
+END_TOKENS = ("<|im_end|>",)
 QWEN3_TOOLS = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
@@ -729,8 +735,9 @@ def tokenize_rows(
     lines: list[bytes], indices: list[int], tokenizer, name: str, in_table: bool
 ) -> dict:
     """datasets.map over a batch of checked lines: each example's token ids and labels cut to
-    MAX_SEQ_LENGTH, its length before the cut, and whether any assistant token is left."""
-    out = {"input_ids": [], "labels": [], "length": [], "kept": []}
+    MAX_SEQ_LENGTH, its length before the cut, whether any assistant token is left, and its row
+    (the line's index in the file: --sample finds the held-out rows by it)."""
+    out = {"input_ids": [], "labels": [], "length": [], "kept": [], "row": indices}
     for index, raw in zip(indices, lines, strict=True):
         conversation, _ = parse_row(index if in_table else index + 1, raw, name, in_table)
         example = (
@@ -776,9 +783,9 @@ def code_of(function, seen=None) -> str:
 
 
 def tokenized(tokenizer, path: Path, cache: Path, split: str = DATASET_SPLIT):
-    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length), made in
-    parallel once; a later run on the same data with the same tokenizer and settings takes them
-    from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
+    """The examples of ``path`` as an Arrow dataset on disk (input_ids, labels, length, row),
+    made in parallel once; a later run on the same data with the same tokenizer and settings takes
+    them from ``cache`` (tokens_key names the folder). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
     folder = cache / "tokens" / tokens_key(tokenizer, path, split)
@@ -805,6 +812,7 @@ def tokenized(tokenizer, path: Path, cache: Path, split: str = DATASET_SPLIT):
                 "labels": List(Value("int32")),
                 "length": Value("int32"),
                 "kept": Value("bool"),
+                "row": Value("int64"),
             }
         ),
         fn_kwargs={
@@ -1508,6 +1516,119 @@ def write_record(output_dir: Path, inputs: dict, finished: bool, metrics=None, l
     promote(staged, output_dir / "mhgen_run.json")
 
 
+# --- samples: --sample N, the adapter's replies to held-out prompts
+
+
+SAMPLE_MAX_NEW_TOKENS = 256  # a sampled reply is cut after this many tokens
+
+
+def finished_run(output_dir: Path) -> bool:
+    """Whether output_dir holds a finished run of this config (a whole adapter)."""
+    record = output_dir / "mhgen_run.json"
+    if not record.is_file():
+        return False
+    previous = json.loads(record.read_text(encoding="utf-8"))
+    return previous.get("finished") is True and previous.get("config_sha256") == CONFIG_SHA256
+
+
+def load_trained(output_dir: Path):
+    """The base model with the adapter of the finished run in output_dir."""
+    require("accelerate", "bitsandbytes", "datasets", "peft", "torch", "transformers", "trl")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_model(check_device()), str(output_dir))
+
+
+def conversations_at(path: Path, rows: list[int]) -> list[dict]:
+    """The conversations of the data's rows numbered ``rows`` (from 0; a JSONL file's lines), in
+    that order."""
+    if not is_lines_file(path):
+        lines = lines_dataset(path, None).select(rows)["line"]
+        name = data_name(path, DATASET_SPLIT)
+        return [parse_row(row, raw, name, True)[0] for row, raw in zip(rows, lines, strict=True)]
+    found = {}
+    with path.open("rb") as f:
+        for index, raw in enumerate(f):
+            if index in rows:
+                found[index], _ = parse_row(index + 1, raw, str(path))
+            if len(found) == len(set(rows)):
+                break
+    return [found[row] for row in rows]
+
+
+def sample_conversations(tokenizer, data: Path, cache: Path, count: int) -> tuple[str, list[dict]]:
+    """The first ``count`` held-out conversations, and what they are: EVAL_DATASET_PATH's, else
+    the evaluation split's (split_eval's, found by their rows), else the training data's."""
+    if EVAL_DATASET_PATH is not None:
+        evaluation = Path(EVAL_DATASET_PATH)
+        what = f"the first rows of {data_name(evaluation, EVAL_DATASET_SPLIT)}"
+        return what, first_conversations(evaluation, count, EVAL_DATASET_SPLIT)
+    held_out = split_eval(tokenized(tokenizer, data, cache)[0])[1] if EVAL_SPLIT else None
+    if held_out is None:
+        return f"the first rows of {data} (no evaluation split: trained on)", first_conversations(
+            data, count
+        )
+    return f"held-out rows of {data} (the evaluation split)", conversations_at(
+        data, held_out[:count]["row"]
+    )
+
+
+def reply(model, tokenizer, conversation: dict) -> str:
+    """The model's greedy reply to the conversation without its last message: the text it writes
+    after GENERATION_PROMPT, up to an end token (not included) or SAMPLE_MAX_NEW_TOKENS tokens."""
+    import torch
+
+    prompt = (
+        format_conversation(conversation["messages"][:-1], conversation["tools"])
+        + GENERATION_PROMPT
+    )
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(
+        model.device
+    )
+    ends = tokenizer.convert_tokens_to_ids(list(END_TOKENS))
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=SAMPLE_MAX_NEW_TOKENS,
+            eos_token_id=ends,
+            pad_token_id=tokenizer.pad_token_id,
+            use_cache=True,  # off for training (load_model)
+        )
+    new = out[0, ids.shape[1] :].tolist()
+    return tokenizer.decode(new[:-1] if new and new[-1] in ends else new)
+
+
+def shown(message: dict) -> str:
+    """An assistant message as one text: its content, then its tool calls as JSON."""
+    calls = json.dumps(message["tool_calls"], ensure_ascii=False) if "tool_calls" in message else ""
+    return f"{message['content']}\n{calls}".strip()
+
+
+def sample(model, tokenizer, data: Path, output_dir: Path, cache: Path, count: int) -> None:
+    """Print the greedy replies to ``count`` held-out prompts beside the reference replies, and
+    write them to output_dir/samples.jsonl (whole, then renamed). ``model``: the trained one, or
+    None to load the finished run from output_dir."""
+    what, conversations = sample_conversations(tokenizer, data, cache, count)
+    if model is None:
+        model = load_trained(output_dir)
+    model.eval()  # no dropout
+    say(f"sampling {len(conversations)} replies to {what}")
+    staged = output_dir / ".samples.jsonl.tmp"
+    with staged.open("w", encoding="utf-8") as f:
+        for number, conversation in enumerate(conversations, start=1):
+            *prompt, reference = conversation["messages"]
+            text = reply(model, tokenizer, conversation)
+            asked = next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+            say(f"--- sample {number}\nprompt: {asked}\nreference: {shown(reference)}")
+            say(f"reply: {text}")
+            sampled = {"messages": prompt, "tools": conversation["tools"], "reference": reference}
+            f.write(json.dumps({**sampled, "reply": text}, ensure_ascii=False) + "\n")
+    promote(staged, output_dir / "samples.jsonl")
+    say(f"samples written to {output_dir / 'samples.jsonl'}")
+
+
 # --- main
 
 
@@ -1521,6 +1642,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="start over, replacing the run")
+    parser.add_argument(
+        "--sample", type=int, default=0, metavar="N", help="replies to N held-out prompts"
+    )
     return parser.parse_args()
 
 
@@ -1650,6 +1774,11 @@ def main() -> None:
         check_rows(Path(EVAL_DATASET_PATH), cache, EVAL_DATASET_SPLIT)
     tokenizer = load_tokenizer()
     check_chat_template(tokenizer, first_conversations(data, 3))
+    if (
+        args.sample > 0 and not args.overwrite and finished_run(output_dir)
+    ):  # sample it, train nothing
+        sample(None, tokenizer, data, output_dir, cache, args.sample)
+        return
     inputs = run_inputs(args, tokenizer)
     checkpoint = check_output_dir(output_dir, inputs, args.resume, args.overwrite)
     check_disk(output_dir)
@@ -1733,6 +1862,8 @@ def main() -> None:
         first, last = stopper.first_step, trainer.state.global_step
         say(f"adapter saved to {output_dir} (this run trained steps {first} to {last})")
     part_ways(trainer)
+    if args.sample > 0 and int(os.environ.get("RANK", "0")) == 0:
+        sample(model, tokenizer, data, output_dir, cache, args.sample)
 
 
 if __name__ == "__main__":

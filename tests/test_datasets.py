@@ -207,7 +207,7 @@ def test_training_on_a_dataset_folder_with_its_test_split_for_evaluation(tmp_pat
     script = script_for(tmp_path / "run", model, folder, max_steps=2, **settings)
     ENV["HF_DATASETS_CACHE"] = str(tmp_path / "hf-datasets")
     try:
-        done = run(script)
+        done = run(script, "--sample", "2")
     finally:
         del ENV["HF_DATASETS_CACHE"]
     assert done.returncode == 0, done.stderr[-2000:]
@@ -219,6 +219,11 @@ def test_training_on_a_dataset_folder_with_its_test_split_for_evaluation(tmp_pat
     assert inputs["data_fingerprint"] != inputs["eval_data_fingerprint"]
     evaluated = [e for e in record(tmp_path / "run" / "out")["log_history"] if "eval_loss" in e]
     assert evaluated and evaluated[-1]["step"] == 2
+    # --sample takes its prompts from the evaluation split, the first rows of it
+    lines = (tmp_path / "run" / "out" / "samples.jsonl").read_text().split("\n")[:-1]
+    samples = [json.loads(line) for line in lines]
+    assert [s["reference"] for s in samples] == [r["messages"][-1] for r in rows[12:14]]
+    assert f"sampling 2 replies to the first rows of {folder} (test split)" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,7 @@ def test_shape(script):
         "# --- model",
         "# --- training",
         "# --- the output folder",
+        "# --- samples",
         "# --- main",
     ]
     # heavy libraries are imported only inside functions: importing the file costs nothing

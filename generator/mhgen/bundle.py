@@ -34,6 +34,7 @@ python -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt
 python {script} --dry-run
 python {script}                        # train; the adapter lands in {output_dir}
 {multi}python {script} --resume               # after an interruption (SIGTERM saves a checkpoint)
+python {script} --sample 4             # the adapter's replies to 4 held-out prompts
 ```
 
 On a CUDA machine, install torch for its CUDA version first if the pinned wheel does not fit it.
