@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: c53003b8f1cb7867aec7dd183d180a81ec8fa38933e0c2cecd86a07222c54b4b
+# mhgen-body-sha256: 4b6c55619c7c1a2d53038ae63c7680ec8ca1c4dfdc205f5f7c7a4150e0cb2bab
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -955,6 +955,42 @@ def check_device() -> bool:
     return on_gpu
 
 
+def read_checkpoint(names, files: dict) -> dict:
+    """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
+    from safetensors import safe_open
+
+    tensors = {}
+    for file in sorted({files[name] for name in names}):
+        with safe_open(file, framework="pt") as f:
+            tensors |= {name: f.get_tensor(name) for name in names if files[name] == file}
+    return tensors
+
+
+def checkpoint_files() -> dict:
+    """Where each tensor of BASE_MODEL's safetensors checkpoint is: a local folder, else the
+    Hugging Face cache, else downloaded into it."""
+    from huggingface_hub import snapshot_download
+    from safetensors import safe_open
+
+    folder = Path(BASE_MODEL)
+    if not folder.is_dir():
+        download = functools.partial(
+            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
+        )
+        folder = Path(from_hub(download, "the weights"))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {name: folder / file for name, file in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        sys.exit(
+            f"error: {folder} holds no model.safetensors: base_model needs safetensors weights"
+        )
+    with safe_open(single, framework="pt") as f:
+        return dict.fromkeys(f.keys(), single)
+
+
 # --- 4-bit weights for a mixture-of-experts model
 #
 # transformers keeps all experts of a layer in fused 3-D weights, which bitsandbytes' 4-bit loader
@@ -1133,42 +1169,6 @@ def experts_nf4_class():
             return rows.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
 
     return ExpertsNF4
-
-
-def read_checkpoint(names, files: dict) -> dict:
-    """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
-    from safetensors import safe_open
-
-    tensors = {}
-    for file in sorted({files[name] for name in names}):
-        with safe_open(file, framework="pt") as f:
-            tensors |= {name: f.get_tensor(name) for name in names if files[name] == file}
-    return tensors
-
-
-def checkpoint_files() -> dict:
-    """Where each tensor of BASE_MODEL's safetensors checkpoint is: a local folder, else the
-    Hugging Face cache, else downloaded into it."""
-    from huggingface_hub import snapshot_download
-    from safetensors import safe_open
-
-    folder = Path(BASE_MODEL)
-    if not folder.is_dir():
-        download = functools.partial(
-            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
-        )
-        folder = Path(from_hub(download, "the weights"))
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return {name: folder / file for name, file in weight_map.items()}
-    single = folder / "model.safetensors"
-    if not single.is_file():
-        sys.exit(
-            f"error: {folder} holds no model.safetensors: base_model needs safetensors weights"
-        )
-    with safe_open(single, framework="pt") as f:
-        return dict.fromkeys(f.keys(), single)
 
 
 def frozen(module, name: str, tensor, device, dtype) -> None:

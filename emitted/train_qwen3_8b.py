@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 6598963d52ac83e87da1fad75513909ba99339b8a6c3b81f6254f5f51489c7a7
+# mhgen-body-sha256: 626666bd185f16a1b67daf7f5c58fe5657fd6f4ab7077169fb285a9c63ad2d2b
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -858,6 +858,42 @@ def check_device() -> bool:
         say("note: no CUDA GPU found: training on the CPU, which suits only smoke tests")
         say(f'note: "optim": "{OPTIM}" needs CUDA; using adamw_torch on the CPU')
     return on_gpu
+
+
+def read_checkpoint(names, files: dict) -> dict:
+    """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
+    from safetensors import safe_open
+
+    tensors = {}
+    for file in sorted({files[name] for name in names}):
+        with safe_open(file, framework="pt") as f:
+            tensors |= {name: f.get_tensor(name) for name in names if files[name] == file}
+    return tensors
+
+
+def checkpoint_files() -> dict:
+    """Where each tensor of BASE_MODEL's safetensors checkpoint is: a local folder, else the
+    Hugging Face cache, else downloaded into it."""
+    from huggingface_hub import snapshot_download
+    from safetensors import safe_open
+
+    folder = Path(BASE_MODEL)
+    if not folder.is_dir():
+        download = functools.partial(
+            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
+        )
+        folder = Path(from_hub(download, "the weights"))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {name: folder / file for name, file in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        sys.exit(
+            f"error: {folder} holds no model.safetensors: base_model needs safetensors weights"
+        )
+    with safe_open(single, framework="pt") as f:
+        return dict.fromkeys(f.keys(), single)
 
 
 def load_model(on_gpu: bool):

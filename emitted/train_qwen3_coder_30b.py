@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 66f6d6b3b751b67bfabb1fa032a4e7154c7ac8b98bcf943a5950bea416d3d0b3
+# mhgen-body-sha256: e49307a0652d9e60932351d6e64b0b16216da2b485fe9fd09fac531abdca7600
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -869,6 +869,42 @@ def check_device() -> bool:
     return on_gpu
 
 
+def read_checkpoint(names, files: dict) -> dict:
+    """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
+    from safetensors import safe_open
+
+    tensors = {}
+    for file in sorted({files[name] for name in names}):
+        with safe_open(file, framework="pt") as f:
+            tensors |= {name: f.get_tensor(name) for name in names if files[name] == file}
+    return tensors
+
+
+def checkpoint_files() -> dict:
+    """Where each tensor of BASE_MODEL's safetensors checkpoint is: a local folder, else the
+    Hugging Face cache, else downloaded into it."""
+    from huggingface_hub import snapshot_download
+    from safetensors import safe_open
+
+    folder = Path(BASE_MODEL)
+    if not folder.is_dir():
+        download = functools.partial(
+            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
+        )
+        folder = Path(from_hub(download, "the weights"))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {name: folder / file for name, file in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        sys.exit(
+            f"error: {folder} holds no model.safetensors: base_model needs safetensors weights"
+        )
+    with safe_open(single, framework="pt") as f:
+        return dict.fromkeys(f.keys(), single)
+
+
 # --- 4-bit weights for a mixture-of-experts model
 #
 # transformers keeps all experts of a layer in fused 3-D weights, which bitsandbytes' 4-bit loader
@@ -1035,42 +1071,6 @@ def experts_nf4_class():
             return rows.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
 
     return ExpertsNF4
-
-
-def read_checkpoint(names, files: dict) -> dict:
-    """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
-    from safetensors import safe_open
-
-    tensors = {}
-    for file in sorted({files[name] for name in names}):
-        with safe_open(file, framework="pt") as f:
-            tensors |= {name: f.get_tensor(name) for name in names if files[name] == file}
-    return tensors
-
-
-def checkpoint_files() -> dict:
-    """Where each tensor of BASE_MODEL's safetensors checkpoint is: a local folder, else the
-    Hugging Face cache, else downloaded into it."""
-    from huggingface_hub import snapshot_download
-    from safetensors import safe_open
-
-    folder = Path(BASE_MODEL)
-    if not folder.is_dir():
-        download = functools.partial(
-            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
-        )
-        folder = Path(from_hub(download, "the weights"))
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return {name: folder / file for name, file in weight_map.items()}
-    single = folder / "model.safetensors"
-    if not single.is_file():
-        sys.exit(
-            f"error: {folder} holds no model.safetensors: base_model needs safetensors weights"
-        )
-    with safe_open(single, framework="pt") as f:
-        return dict.fromkeys(f.keys(), single)
 
 
 def frozen(module, name: str, tensor, device, dtype) -> None:
