@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: aa5709e2e5f3fc8f1ed6af061e9692c771e55563add2836c6cfbd3770ab0aaf0
+# mhgen-body-sha256: 097b759c705228faba735bf306930d36a1e0c7ceca688dfee3b157f9e56626a7
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -1809,9 +1809,9 @@ def merge_adapter(output_dir: Path) -> None:
     """output_dir/merged: BASE_MODEL in DTYPE with the adapter merged into its weights, with the
     tokenizer and chat template, for from_pretrained and vLLM. The 16-bit checkpoint is read a
     layer at a time (never the NF4 weights trained on), written into STAGING and renamed into
-    place. Tensors that are not floating point (gpt-oss's MXFP4
-    experts) are copied as they are, and config.json's quantization_config with them. Under
-    torchrun the main process merges, once the others have left."""
+    place. Tensors that are not floating point (gpt-oss's MXFP4 experts) are copied as they are,
+    and config.json's quantization_config with them. Under torchrun the main process merges,
+    once the others have left."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
     import resource

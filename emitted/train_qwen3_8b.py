@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: a106b21b80f18ee946ae8a553f8d855475cf8d9657708a729d9b970da5d08e3a
+# mhgen-body-sha256: ea52b6208b57ff9a1a7034e93007bb277a543d7a0e0054416a19478e4ffe0609
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -1478,9 +1478,9 @@ def merge_adapter(output_dir: Path) -> None:
     """output_dir/merged: BASE_MODEL in DTYPE with the adapter merged into its weights, with the
     tokenizer and chat template, for from_pretrained and vLLM. The 16-bit checkpoint is read a
     layer at a time (never the NF4 weights trained on), written into STAGING and renamed into
-    place. Tensors that are not floating point (gpt-oss's MXFP4
-    experts) are copied as they are, and config.json's quantization_config with them. Under
-    torchrun the main process merges, once the others have left."""
+    place. Tensors that are not floating point (gpt-oss's MXFP4 experts) are copied as they are,
+    and config.json's quantization_config with them. Under torchrun the main process merges,
+    once the others have left."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
     import resource

@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 6ade4685c8c0251d5784ade4f55585865e71bdd860a649e23caaf807b6ac2ba6
+# mhgen-body-sha256: f0c392e67fe89bcb43581e0c7a1a7bfebe4a1ec28605bb0f00c4784b1f1e1134
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -1710,9 +1710,9 @@ def merge_adapter(output_dir: Path) -> None:
     """output_dir/merged: BASE_MODEL in DTYPE with the adapter merged into its weights, with the
     tokenizer and chat template, for from_pretrained and vLLM. The 16-bit checkpoint is read a
     layer at a time (never the NF4 weights trained on), written into STAGING and renamed into
-    place. Tensors that are not floating point (gpt-oss's MXFP4
-    experts) are copied as they are, and config.json's quantization_config with them. Under
-    torchrun the main process merges, once the others have left."""
+    place. Tensors that are not floating point (gpt-oss's MXFP4 experts) are copied as they are,
+    and config.json's quantization_config with them. Under torchrun the main process merges,
+    once the others have left."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
     import resource
