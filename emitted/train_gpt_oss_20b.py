@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 097b759c705228faba735bf306930d36a1e0c7ceca688dfee3b157f9e56626a7
+# mhgen-body-sha256: bcac9e88edd5e8783a5ee25abdb6e68eb40e07e2041669057e316f6e47f1b55d
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -1908,9 +1908,9 @@ def check_disk(output_dir: Path, train: bool, merge: bool) -> None:
     the merged model."""
     writes = {}
     if train:
-        checkpoints = f"{SAVE_TOTAL_LIMIT} + 1 checkpoints of {CHECKPOINT_BYTES / 2**30:.2f} GiB"
-        writes[checkpoints] = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES
-        writes["the adapter"] = ADAPTER_BYTES
+        size = f"{CHECKPOINT_BYTES / 2**30:.2f} GiB"
+        what = f"{SAVE_TOTAL_LIMIT} + 1 checkpoints of {size} and the adapter"
+        writes[what] = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES + ADAPTER_BYTES
     if merge:
         writes[f"the merged model of {MERGED_BYTES / 2**30:.2f} GiB"] = MERGED_BYTES
     needed = sum(writes.values())
@@ -1921,7 +1921,7 @@ def check_disk(output_dir: Path, train: bool, merge: bool) -> None:
     if free < needed:
         sys.exit(
             f"error: {folder} has {free / 2**30:.2f} GiB free and the run writes up to "
-            f"{needed / 2**30:.2f} GiB ({', '.join(writes)}): free some space, lower "
+            f"{needed / 2**30:.2f} GiB ({'; '.join(writes)}): free some space, lower "
             "save_total_limit, or pass another --output-dir"
         )
 

@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: ea52b6208b57ff9a1a7034e93007bb277a543d7a0e0054416a19478e4ffe0609
+# mhgen-body-sha256: cea4c6bf79ec9ec7750b2021d3d3c44b4fb5cbb74a4262378d5721f32a77357b
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -1577,9 +1577,9 @@ def check_disk(output_dir: Path, train: bool, merge: bool) -> None:
     the merged model."""
     writes = {}
     if train:
-        checkpoints = f"{SAVE_TOTAL_LIMIT} + 1 checkpoints of {CHECKPOINT_BYTES / 2**30:.2f} GiB"
-        writes[checkpoints] = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES
-        writes["the adapter"] = ADAPTER_BYTES
+        size = f"{CHECKPOINT_BYTES / 2**30:.2f} GiB"
+        what = f"{SAVE_TOTAL_LIMIT} + 1 checkpoints of {size} and the adapter"
+        writes[what] = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES + ADAPTER_BYTES
     if merge:
         writes[f"the merged model of {MERGED_BYTES / 2**30:.2f} GiB"] = MERGED_BYTES
     needed = sum(writes.values())
@@ -1590,7 +1590,7 @@ def check_disk(output_dir: Path, train: bool, merge: bool) -> None:
     if free < needed:
         sys.exit(
             f"error: {folder} has {free / 2**30:.2f} GiB free and the run writes up to "
-            f"{needed / 2**30:.2f} GiB ({', '.join(writes)}): free some space, lower "
+            f"{needed / 2**30:.2f} GiB ({'; '.join(writes)}): free some space, lower "
             "save_total_limit, or pass another --output-dir"
         )
 

@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: f0c392e67fe89bcb43581e0c7a1a7bfebe4a1ec28605bb0f00c4784b1f1e1134
+# mhgen-body-sha256: 6976935be531247be8e2e7c70e71d7e12ab638abf7ac279e0a26e8f7a385a4e6
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -1809,9 +1809,9 @@ def check_disk(output_dir: Path, train: bool, merge: bool) -> None:
     the merged model."""
     writes = {}
     if train:
-        checkpoints = f"{SAVE_TOTAL_LIMIT} + 1 checkpoints of {CHECKPOINT_BYTES / 2**30:.2f} GiB"
-        writes[checkpoints] = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES
-        writes["the adapter"] = ADAPTER_BYTES
+        size = f"{CHECKPOINT_BYTES / 2**30:.2f} GiB"
+        what = f"{SAVE_TOTAL_LIMIT} + 1 checkpoints of {size} and the adapter"
+        writes[what] = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES + ADAPTER_BYTES
     if merge:
         writes[f"the merged model of {MERGED_BYTES / 2**30:.2f} GiB"] = MERGED_BYTES
     needed = sum(writes.values())
@@ -1822,7 +1822,7 @@ def check_disk(output_dir: Path, train: bool, merge: bool) -> None:
     if free < needed:
         sys.exit(
             f"error: {folder} has {free / 2**30:.2f} GiB free and the run writes up to "
-            f"{needed / 2**30:.2f} GiB ({', '.join(writes)}): free some space, lower "
+            f"{needed / 2**30:.2f} GiB ({'; '.join(writes)}): free some space, lower "
             "save_total_limit, or pass another --output-dir"
         )
 

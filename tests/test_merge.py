@@ -196,6 +196,8 @@ def test_the_disk_check_counts_the_merged_model(tmp_path, monkeypatch):
     size = f"{script['MERGED_BYTES'] / 2**30:.2f}"
     with pytest.raises(SystemExit, match=rf"up to {size} GiB \(the merged model of {size} GiB\)"):
         script["check_disk"](tmp_path, train=False, merge=True)
+    with pytest.raises(SystemExit, match=rf"and the adapter; the merged model of {size} GiB\)"):
+        script["check_disk"](tmp_path, train=True, merge=True)
 
 
 def test_gpt_oss_s_mxfp4_experts_are_copied_as_they_are(tmp_path, capsys):
