@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 2d504a4a9bedeb81aeb2bf752305e19bfa34319fffba23bf77e283259459ba0c
+# mhgen-body-sha256: ae88c8659d6feea2e0189886ced70c0fb538d314ccf2b2af98b548a87c22c370
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -40,6 +40,9 @@ Continue from the last checkpoint:
 The trained adapter's replies to 4 held-out prompts, beside the references (after a run, or
 with the run finished):
     python train_gpt_oss_20b.py --sample 4
+Merge the adapter into the base model, into OUTPUT_DIR/merged (after training, or alone once
+the run has finished):
+    python train_gpt_oss_20b.py --merge
 
 Effective batch: 1 per device x 8 accumulation steps x the number of GPUs.
 """
@@ -102,9 +105,11 @@ SAVE_STEPS = 200  # default
 SAVE_TOTAL_LIMIT = 2  # default
 EVAL_STEPS = 200  # default
 STOP_ON_NAN = True  # default
-# estimated by mhgen from the model's shapes: LoRA's weights in float32 and their optimizer state
+# estimated by mhgen from the model's shapes: LoRA's weights in float32 and their optimizer
+# state; the merged model (--merge) in DTYPE
 CHECKPOINT_BYTES = 90996736
 ADAPTER_BYTES = 83034112
+MERGED_BYTES = 13814708224
 
 # --- memory
 DTYPE = "bfloat16"
@@ -1088,6 +1093,42 @@ def check_device() -> bool:
     return on_gpu
 
 
+def read_checkpoint(names, files: dict) -> dict:
+    """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
+    from safetensors import safe_open
+
+    tensors = {}
+    for file in sorted({files[name] for name in names}):
+        with safe_open(file, framework="pt") as f:
+            tensors |= {name: f.get_tensor(name) for name in names if files[name] == file}
+    return tensors
+
+
+def checkpoint_files() -> dict:
+    """Where each tensor of BASE_MODEL's safetensors checkpoint is: a local folder, else the
+    Hugging Face cache, else downloaded into it."""
+    from huggingface_hub import snapshot_download
+    from safetensors import safe_open
+
+    folder = Path(BASE_MODEL)
+    if not folder.is_dir():
+        download = functools.partial(
+            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
+        )
+        folder = Path(from_hub(download, "the weights"))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {name: folder / file for name, file in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        sys.exit(
+            f"error: {folder} holds no model.safetensors: base_model needs safetensors weights"
+        )
+    with safe_open(single, framework="pt") as f:
+        return dict.fromkeys(f.keys(), single)
+
+
 # --- 4-bit weights for a mixture-of-experts model
 #
 # transformers keeps all experts of a layer in fused 3-D weights, which bitsandbytes' 4-bit loader
@@ -1266,42 +1307,6 @@ def experts_nf4_class():
             return rows.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
 
     return ExpertsNF4
-
-
-def read_checkpoint(names, files: dict) -> dict:
-    """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
-    from safetensors import safe_open
-
-    tensors = {}
-    for file in sorted({files[name] for name in names}):
-        with safe_open(file, framework="pt") as f:
-            tensors |= {name: f.get_tensor(name) for name in names if files[name] == file}
-    return tensors
-
-
-def checkpoint_files() -> dict:
-    """Where each tensor of BASE_MODEL's safetensors checkpoint is: a local folder, else the
-    Hugging Face cache, else downloaded into it."""
-    from huggingface_hub import snapshot_download
-    from safetensors import safe_open
-
-    folder = Path(BASE_MODEL)
-    if not folder.is_dir():
-        download = functools.partial(
-            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
-        )
-        folder = Path(from_hub(download, "the weights"))
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return {name: folder / file for name, file in weight_map.items()}
-    single = folder / "model.safetensors"
-    if not single.is_file():
-        sys.exit(
-            f"error: {folder} holds no model.safetensors: base_model needs safetensors weights"
-        )
-    with safe_open(single, framework="pt") as f:
-        return dict.fromkeys(f.keys(), single)
 
 
 def frozen(module, name: str, tensor, device, dtype) -> None:
@@ -1883,19 +1888,20 @@ def write_record(output_dir: Path, inputs: dict, finished: bool, metrics=None, l
     promote(staged, output_dir / "mhgen_run.json")
 
 
-# --- samples: --sample N, the adapter's replies to held-out prompts
-
-
-SAMPLE_MAX_NEW_TOKENS = 256  # a sampled reply is cut after this many tokens
-
-
 def finished_run(output_dir: Path) -> bool:
-    """Whether output_dir holds a finished run of this config (a whole adapter)."""
+    """Whether output_dir holds a finished run of this config: its record says so, and the
+    record is written finished only once the adapter is whole."""
     record = output_dir / "mhgen_run.json"
     if not record.is_file():
         return False
     previous = json.loads(record.read_text(encoding="utf-8"))
-    return previous.get("finished") is True and previous.get("config_sha256") == CONFIG_SHA256
+    return previous.get("config_sha256") == CONFIG_SHA256 and previous.get("finished") is True
+
+
+# --- samples: --sample N, the adapter's replies to held-out prompts
+
+
+SAMPLE_MAX_NEW_TOKENS = 256  # a sampled reply is cut after this many tokens
 
 
 def load_trained(output_dir: Path):
@@ -1996,6 +2002,114 @@ def sample(model, tokenizer, data: Path, output_dir: Path, cache: Path, count: i
     say(f"samples written to {output_dir / 'samples.jsonl'}")
 
 
+# --- the merged model: the base model with the adapter merged into it, --merge
+
+
+def lora_pairs(output_dir: Path) -> tuple[dict, float]:
+    """The adapter in output_dir as {checkpoint tensor it adapts: (lora_A, lora_B)}, and its
+    scaling, lora_alpha / r (from adapter_config.json, as PEFT loads it)."""
+    from safetensors.torch import load_file
+
+    config = json.loads((output_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    saved = load_file(output_dir / "adapter_model.safetensors")
+    pairs = {}
+    for key in saved:
+        module, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
+        if kind not in ("A.weight", "B.weight"):
+            sys.exit(f"error: --merge merges LoRA on linear layers, and {output_dir} holds {key}")
+        if kind == "A.weight":
+            pairs[module + ".weight"] = saved[key], saved[key.replace(".lora_A.", ".lora_B.")]
+    return pairs, config["lora_alpha"] / config["r"]
+
+
+def merged_weight(name: str, weight, lora_a, lora_b, scaling: float, dtype):
+    """weight + scaling * lora_B @ lora_A, computed in float32, in ``dtype``."""
+    if not weight.is_floating_point() or weight.shape != (lora_b.shape[0], lora_a.shape[1]):
+        sys.exit(
+            f"error: the checkpoint of {BASE_MODEL} holds {name} as {weight.dtype} "
+            f"{tuple(weight.shape)}, and the adapter in --output-dir adapts a "
+            f"{lora_b.shape[0]} x {lora_a.shape[1]} weight: --merge needs the 16-bit checkpoint "
+            "the adapter was trained on"
+        )
+    return (weight.float() + scaling * (lora_b.float() @ lora_a.float())).to(dtype)
+
+
+def layer_groups(files: dict) -> list[list[str]]:
+    """The checkpoint's tensor names, a group per decoder layer and one per other tensor
+    (embeddings, the final norm, lm_head): the merged model is read and written a group at a
+    time, each its own file, so host memory holds one layer, never a whole checkpoint file."""
+    groups = {}
+    for name in files:
+        layer = ".".join(name.split(".")[:3]) if name.startswith("model.layers.") else name
+        groups.setdefault(layer, []).append(name)
+    return list(groups.values())
+
+
+def merge_adapter(output_dir: Path) -> None:
+    """output_dir/merged: BASE_MODEL in DTYPE with the adapter merged into its weights, with the
+    tokenizer and chat template, for from_pretrained and vLLM. The 16-bit checkpoint is read a
+    layer at a time (never the NF4 weights trained on), written into STAGING and renamed into
+    place. Tensors that are not floating point (gpt-oss's MXFP4 experts) are copied as they are,
+    and config.json's quantization_config with them. Under torchrun the main process merges,
+    once the others have left."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    import resource
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    pairs, scaling = lora_pairs(output_dir)
+    files = checkpoint_files()
+    source = next(iter(files.values())).parent
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    quantization = (config.get("quantization_config") or {}).get("quant_method")
+    if quantization not in (None, "mxfp4"):
+        sys.exit(f"error: --merge needs a 16-bit base_model, and {BASE_MODEL} is in {quantization}")
+    unknown = sorted(set(pairs) - set(files))
+    if unknown:
+        sys.exit(
+            f"error: the adapter in {output_dir} adapts {unknown[0]}, which the checkpoint of "
+            f"{BASE_MODEL} does not hold: it was trained on another base_model"
+        )
+    staged = output_dir / STAGING / "merged"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    groups = layer_groups(files)
+    say(f"merging the adapter into {BASE_MODEL}'s checkpoint, one layer at a time")
+    dtype, written, weight_map = getattr(torch, DTYPE), 0, {}
+    for i, names in enumerate(groups, 1):
+        file = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+        tensors = read_checkpoint(names, files)
+        for name, tensor in tensors.items():
+            if name in pairs:
+                tensors[name] = merged_weight(name, tensor, *pairs[name], scaling, dtype)
+            elif tensor.is_floating_point():
+                tensors[name] = tensor.to(dtype)
+            written += tensors[name].nbytes
+        save_file(tensors, staged / file, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(tensors, file)
+        del tensors
+    index = {"metadata": {"total_size": written}, "weight_map": weight_map}
+    (staged / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    config["dtype"] = DTYPE  # transformers 5's key; older configs name it torch_dtype
+    if "torch_dtype" in config:
+        config["torch_dtype"] = DTYPE
+    (staged / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    if (source / "generation_config.json").is_file():
+        shutil.copyfile(source / "generation_config.json", staged / "generation_config.json")
+    AutoTokenizer.from_pretrained(output_dir).save_pretrained(staged)  # with its chat template
+    promote(staged, output_dir / "merged")
+    shutil.rmtree(output_dir / STAGING)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    what = f", the experts kept in {quantization}" if quantization else ""
+    say(
+        f"merged {len(pairs)} LoRA pairs into {BASE_MODEL} in {DTYPE}{what}: "
+        f"{output_dir / 'merged'}, {written / 2**30:.2f} GiB; peak host memory {peak:.1f} GiB"
+    )
+
+
 # --- main
 
 
@@ -2012,6 +2126,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--sample", type=int, default=0, metavar="N", help="replies to N held-out prompts"
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="then write output_dir/merged: the base model with the adapter merged in (alone on "
+        "a finished run: only that)",
+    )
     return parser.parse_args()
 
 
@@ -2027,10 +2147,18 @@ def fail(message: str, code: int, trainer=None) -> None:
     sys.exit(code)
 
 
-def check_disk(output_dir: Path) -> None:
-    """Stop before anything loads if output_dir's disk cannot hold what the run writes: the
-    checkpoints it keeps, one more while it is written, and the adapter."""
-    needed = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES + ADAPTER_BYTES
+def check_disk(output_dir: Path, train: bool, merge: bool) -> None:
+    """Stop before anything loads if output_dir's disk cannot hold what the run writes: to
+    train, the checkpoints it keeps, one more while it is written, and the adapter; to merge,
+    the merged model."""
+    writes = {}
+    if train:
+        size = f"{CHECKPOINT_BYTES / 2**30:.2f} GiB"
+        what = f"{SAVE_TOTAL_LIMIT} + 1 checkpoints of {size} and the adapter"
+        writes[what] = (SAVE_TOTAL_LIMIT + 1) * CHECKPOINT_BYTES + ADAPTER_BYTES
+    if merge:
+        writes[f"the merged model of {MERGED_BYTES / 2**30:.2f} GiB"] = MERGED_BYTES
+    needed = sum(writes.values())
     folder = output_dir.resolve()
     while not folder.exists():
         folder = folder.parent
@@ -2038,8 +2166,7 @@ def check_disk(output_dir: Path) -> None:
     if free < needed:
         sys.exit(
             f"error: {folder} has {free / 2**30:.2f} GiB free and the run writes up to "
-            f"{needed / 2**30:.2f} GiB ({SAVE_TOTAL_LIMIT} + 1 checkpoints of "
-            f"{CHECKPOINT_BYTES / 2**30:.2f} GiB and the adapter): free some space, lower "
+            f"{needed / 2**30:.2f} GiB ({'; '.join(writes)}): free some space, lower "
             "save_total_limit, or pass another --output-dir"
         )
 
@@ -2135,6 +2262,12 @@ def main() -> None:
             dry_run(tokenizer, data, Path(cache))
             check_chat_template(tokenizer, first_conversations(data, 3))
         return
+    if args.merge and not args.overwrite and finished_run(output_dir):  # nothing to train
+        require("torch")
+        check_disk(output_dir, train=False, merge=True)
+        merge_adapter(output_dir)
+        if not args.sample:
+            return
     cache = output_dir.parent / "mhgen-data-cache"  # tokenized data, kept for the next run
     check_rows(data, cache)
     if EVAL_DATASET_PATH is not None:
@@ -2148,7 +2281,7 @@ def main() -> None:
         return
     inputs = run_inputs(args, tokenizer)
     checkpoint = check_output_dir(output_dir, inputs, args.resume, args.overwrite)
-    check_disk(output_dir)
+    check_disk(output_dir, train=True, merge=args.merge)
     require("accelerate", "bitsandbytes", "datasets", "peft", "torch", "transformers", "trl")
     examples, profile = tokenized(tokenizer, data, cache)
     say(describe(profile))
@@ -2199,6 +2332,8 @@ def main() -> None:
     if args.overwrite and trainer.is_world_process_zero():
         for folder in checkpoints(output_dir):  # the replaced run's: --resume must never take one
             discard(folder)
+        if (output_dir / "merged").is_dir():  # the replaced run's adapter, merged
+            discard(output_dir / "merged")
     if trainer.is_world_process_zero():
         write_record(output_dir, inputs, finished=False)
     if checkpoint is not None:
@@ -2231,6 +2366,8 @@ def main() -> None:
     part_ways(trainer)
     if args.sample > 0 and int(os.environ.get("RANK", "0")) == 0:
         sample(model, tokenizer, data, output_dir, cache, args.sample)
+    if args.merge:
+        merge_adapter(output_dir)
 
 
 if __name__ == "__main__":

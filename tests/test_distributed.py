@@ -46,7 +46,7 @@ def test_two_processes_train_and_save_one_adapter(tmp_path, model_and_data, stra
     }  # fmt: skip
     write_config(tmp_path, config, "c.json")
     proc = subprocess.run(
-        [sys.executable, "-m", "mhgen", "run", "c.json", "--", "--max-steps", "2"],
+        [sys.executable, "-m", "mhgen", "run", "c.json", "--", "--max-steps", "2", "--merge"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,6 +57,9 @@ def test_two_processes_train_and_save_one_adapter(tmp_path, model_and_data, stra
         == 1
     )
     assert proc.stdout.count("adapter saved to") == 1
+    # and rank 0 alone merges it, once the other has left (test_merge.py checks the merge)
+    assert proc.stdout.count("LoRA pairs into") == 1
+    assert (tmp_path / "out" / "merged" / "model.safetensors.index.json").is_file()
     record = json.loads((tmp_path / "out" / "mhgen_run.json").read_text())
     # 8 rows, 4 per process: one optimizer step is a whole epoch only if both ranks took 4
     first = next(e for e in record["log_history"] if "loss" in e)

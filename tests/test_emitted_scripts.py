@@ -64,6 +64,7 @@ def test_shape(script):
         "# --- training",
         "# --- the output folder",
         "# --- samples",
+        "# --- the merged model",
         "# --- main",
     ]
     # heavy libraries are imported only inside functions: importing the file costs nothing
@@ -149,7 +150,8 @@ def test_imports_without_training(script, tmp_path):
 def test_help_lists_the_flags(script, tmp_path):
     proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for flag in ("--data", "--output-dir", "--max-steps", "--dry-run", "--resume", "--overwrite"):
+    flags = ("--data", "--output-dir", "--max-steps", "--dry-run", "--resume", "--overwrite")
+    for flag in (*flags, "--merge"):
         assert flag in proc.stdout
 
 

@@ -85,6 +85,7 @@ class Plan:
     peak_gib: float | None = None  # peak GPU memory with the CUDA context
     checkpoint_bytes: int | None = None
     adapter_bytes: int | None = None
+    merged_bytes: int | None = None
 
     @property
     def family(self) -> families.Family:
@@ -254,6 +255,7 @@ def resolve(source: Source) -> Plan:
         checkpoint, adapter = vram.disk_bytes(values, shape)
         peak = round(vram.estimate(values, shape)["total"] / vram.GIB, 1)
         figures = {"peak_gib": peak, "checkpoint_bytes": checkpoint, "adapter_bytes": adapter}
+        figures["merged_bytes"] = vram.merged_bytes(values, shape)
     return Plan(
         **figures,
         mhgen_version=__version__,

@@ -229,6 +229,15 @@ def disk_bytes(values: dict, shape: Shape) -> tuple[int, int]:
     return int(weights * (4 + optimizer)) + DISK_MARGIN, int(weights * 4) + DISK_MARGIN
 
 
+def merged_bytes(values: dict, shape: Shape) -> int:
+    """Bytes of the merged model the script's --merge writes, with DISK_MARGIN: every weight in
+    the config's dtype, but the experts of an MXFP4 checkpoint, which stay in MXFP4."""
+    linear, experts, other = _weight_counts(shape)
+    size = 4 if values["dtype"] == "float32" else 2
+    expert_size = MXFP4_BYTES if shape.checkpoint_expert_bytes == MXFP4_BYTES else size
+    return int((linear + other) * size + experts * expert_size) + DISK_MARGIN
+
+
 def host_memory(shape: Shape) -> dict:
     """Peak host bytes of an MoE model's layer-by-layer load, by part."""
     h = shape.hidden
