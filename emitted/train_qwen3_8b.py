@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: a616039c0df34881cccec5d08a17fbe077d15096c847f1b6e7178c9d2e436b2c
+# mhgen-body-sha256: 7dd697fcd05123abe3a4aaf45e2687a4d7b66ac9cac50a1346953591bacb1b40
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -572,11 +572,22 @@ def data_name(path: Path, split: str) -> str:
 def loaded(path: Path, split: str):
     """What datasets.load_dataset reads at ``path`` (see is_lines_file): a file whole, a folder's
     or a Hub dataset's ``split`` (of DATASET_SUBSET), kept in datasets' own cache."""
-    from datasets import load_dataset
+    import csv
+
+    from datasets import DatasetDict, Features, Value, load_dataset, load_from_disk
     from datasets.exceptions import DatasetsError
 
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        saved = load_from_disk(str(path))  # a folder Dataset.save_to_disk wrote
+        if isinstance(saved, DatasetDict) and split not in saved:
+            sys.exit(f"error: {path} has no split {split!r} (it has {', '.join(saved)})")
+        return saved[split] if isinstance(saved, DatasetDict) else saved
     if path.is_file():
         where = {"path": LOADERS[path.suffix.lower()], "data_files": str(path), "split": "train"}
+        if path.suffix.lower() == ".csv":  # every column text, as written (not a guessed number)
+            with path.open(encoding="utf-8-sig", newline="") as f:
+                header = next(csv.reader(f), [])
+            where["features"] = Features(dict.fromkeys(header, Value("string")))
     else:
         where = {"path": str(path), "name": DATASET_SUBSET, "split": split}
     try:
@@ -593,14 +604,10 @@ def loaded(path: Path, split: str):
 
 
 def without_nulls(value):
-    """A row from a table as its JSON would be: Arrow gives every row the keys of all (null
-    where a row has none); tool call arguments are kept as they are."""
+    """A row from a table as its JSON would be: Arrow gives every row the keys of all rows (null
+    where a row has none, tool call arguments too), so in a table null means absent."""
     if isinstance(value, dict):
-        return {
-            k: v if k == "arguments" else without_nulls(v)
-            for k, v in value.items()
-            if v is not None
-        }
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [without_nulls(v) for v in value]
     return value
@@ -661,7 +668,7 @@ def row_problems(lines: list[bytes], indices: list[int], name: str, in_table: bo
 def check_rows(path: Path, cache: Path, split: str = DATASET_SPLIT) -> None:
     """Every malformed row reported (the first 20, and how many more), in one run and before
     anything loads; data found whole once is not read again for this."""
-    if is_lines_file(path) and not path.is_file():
+    if (is_lines_file(path) or path.suffix.lower() in LOADERS) and not path.is_file():
         sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
     if is_lines_file(path) and path.stat().st_size == 0:
         sys.exit(f"error: {path}: no examples")
@@ -762,6 +769,7 @@ def tokens_key(tokenizer, path: Path, split: str) -> str:
     import hashlib
 
     parts = [fingerprint(path, split), tokenizer_fingerprint(tokenizer), code_of(tokenize_rows)]
+    parts.append(code_of(as_lines))  # what turns a table's row into the JSON line it reads
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
 
@@ -1017,9 +1025,9 @@ def checkpoint_files() -> dict:
 
     folder = Path(BASE_MODEL)
     if not folder.is_dir():
-        download = functools.partial(
-            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
-        )
+        # the checkpoint at the top of the repository only ("*" would match original/ too)
+        wanted = ["config.json", "generation_config.json", "model*.safetensors*"]
+        download = functools.partial(snapshot_download, BASE_MODEL, allow_patterns=wanted)
         folder = Path(from_hub(download, "the weights"))
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -1652,6 +1660,15 @@ def sample(model, tokenizer, data: Path, output_dir: Path, cache: Path, count: i
     """Print the greedy replies to ``count`` held-out prompts beside the reference replies, and
     write them to output_dir/samples.jsonl (whole, then renamed). ``model``: the trained one, or
     None to load the finished run from output_dir."""
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the main process samples
+        return
+    if model is None and EVAL_DATASET_PATH is None and EVAL_SPLIT:
+        record = json.loads((output_dir / "mhgen_run.json").read_text(encoding="utf-8"))
+        if record["inputs"]["data_fingerprint"] != fingerprint(data):
+            sys.exit(
+                f"error: {data} is not the data the run in {output_dir} trained on, so its "
+                "evaluation split is not the rows it held out: pass that data with --data"
+            )
     what, conversations = sample_conversations(tokenizer, data, cache, count)
     if model is None:
         model = load_trained(output_dir)
@@ -1927,6 +1944,8 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as cache:  # the dry run leaves nothing behind
             check_rows(data, Path(cache))
+            if EVAL_DATASET_PATH is not None:
+                check_rows(Path(EVAL_DATASET_PATH), Path(cache), EVAL_DATASET_SPLIT)
             tokenizer = load_tokenizer()
             dry_run(tokenizer, data, Path(cache))
             check_chat_template(tokenizer, first_conversations(data, 3))

@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 8aac45517b3e58359af07ede281647fe8470510227b960d6fe772694defbcb0b
+# mhgen-body-sha256: 308ba1f5cb4a9ef1892ef43626e5d6a7f5ee47e4d1e69c4cda4f5a7bb9b4b4d5
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -581,11 +581,22 @@ def data_name(path: Path, split: str) -> str:
 def loaded(path: Path, split: str):
     """What datasets.load_dataset reads at ``path`` (see is_lines_file): a file whole, a folder's
     or a Hub dataset's ``split`` (of DATASET_SUBSET), kept in datasets' own cache."""
-    from datasets import load_dataset
+    import csv
+
+    from datasets import DatasetDict, Features, Value, load_dataset, load_from_disk
     from datasets.exceptions import DatasetsError
 
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        saved = load_from_disk(str(path))  # a folder Dataset.save_to_disk wrote
+        if isinstance(saved, DatasetDict) and split not in saved:
+            sys.exit(f"error: {path} has no split {split!r} (it has {', '.join(saved)})")
+        return saved[split] if isinstance(saved, DatasetDict) else saved
     if path.is_file():
         where = {"path": LOADERS[path.suffix.lower()], "data_files": str(path), "split": "train"}
+        if path.suffix.lower() == ".csv":  # every column text, as written (not a guessed number)
+            with path.open(encoding="utf-8-sig", newline="") as f:
+                header = next(csv.reader(f), [])
+            where["features"] = Features(dict.fromkeys(header, Value("string")))
     else:
         where = {"path": str(path), "name": DATASET_SUBSET, "split": split}
     try:
@@ -602,14 +613,10 @@ def loaded(path: Path, split: str):
 
 
 def without_nulls(value):
-    """A row from a table as its JSON would be: Arrow gives every row the keys of all (null
-    where a row has none); tool call arguments are kept as they are."""
+    """A row from a table as its JSON would be: Arrow gives every row the keys of all rows (null
+    where a row has none, tool call arguments too), so in a table null means absent."""
     if isinstance(value, dict):
-        return {
-            k: v if k == "arguments" else without_nulls(v)
-            for k, v in value.items()
-            if v is not None
-        }
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [without_nulls(v) for v in value]
     return value
@@ -670,7 +677,7 @@ def row_problems(lines: list[bytes], indices: list[int], name: str, in_table: bo
 def check_rows(path: Path, cache: Path, split: str = DATASET_SPLIT) -> None:
     """Every malformed row reported (the first 20, and how many more), in one run and before
     anything loads; data found whole once is not read again for this."""
-    if is_lines_file(path) and not path.is_file():
+    if (is_lines_file(path) or path.suffix.lower() in LOADERS) and not path.is_file():
         sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
     if is_lines_file(path) and path.stat().st_size == 0:
         sys.exit(f"error: {path}: no examples")
@@ -771,6 +778,7 @@ def tokens_key(tokenizer, path: Path, split: str) -> str:
     import hashlib
 
     parts = [fingerprint(path, split), tokenizer_fingerprint(tokenizer), code_of(tokenize_rows)]
+    parts.append(code_of(as_lines))  # what turns a table's row into the JSON line it reads
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
 
@@ -1026,9 +1034,9 @@ def checkpoint_files() -> dict:
 
     folder = Path(BASE_MODEL)
     if not folder.is_dir():
-        download = functools.partial(
-            snapshot_download, BASE_MODEL, allow_patterns=["*.json", "*.safetensors"]
-        )
+        # the checkpoint at the top of the repository only ("*" would match original/ too)
+        wanted = ["config.json", "generation_config.json", "model*.safetensors*"]
+        download = functools.partial(snapshot_download, BASE_MODEL, allow_patterns=wanted)
         folder = Path(from_hub(download, "the weights"))
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -1253,6 +1261,7 @@ def load_model(on_gpu: bool):
 
     import torch
     from accelerate import init_empty_weights
+    from tqdm.auto import tqdm
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dtype = getattr(torch, DTYPE)
@@ -1267,7 +1276,10 @@ def load_model(on_gpu: bool):
     for name in [n for n in files if not n.startswith("model.layers.")]:  # embeddings, lm_head
         frozen(model, name, read_checkpoint([name], files)[name], device, dtype)
     linears = stacks = 0
-    for i, layer in enumerate(model.model.layers):
+    layers = model.model.layers  # a progress bar at a terminal: a large model takes minutes
+    for i, layer in enumerate(
+        tqdm(layers, desc="quantizing layers", disable=not sys.stderr.isatty())
+    ):
         prefix = f"model.layers.{i}."
         tensors = read_checkpoint([n for n in files if n.startswith(prefix)], files)
         counts = load_layer(layer, {n[len(prefix) :]: t for n, t in tensors.items()}, device, dtype)
@@ -1884,6 +1896,15 @@ def sample(model, tokenizer, data: Path, output_dir: Path, cache: Path, count: i
     """Print the greedy replies to ``count`` held-out prompts beside the reference replies, and
     write them to output_dir/samples.jsonl (whole, then renamed). ``model``: the trained one, or
     None to load the finished run from output_dir."""
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the main process samples
+        return
+    if model is None and EVAL_DATASET_PATH is None and EVAL_SPLIT:
+        record = json.loads((output_dir / "mhgen_run.json").read_text(encoding="utf-8"))
+        if record["inputs"]["data_fingerprint"] != fingerprint(data):
+            sys.exit(
+                f"error: {data} is not the data the run in {output_dir} trained on, so its "
+                "evaluation split is not the rows it held out: pass that data with --data"
+            )
     what, conversations = sample_conversations(tokenizer, data, cache, count)
     if model is None:
         model = load_trained(output_dir)
@@ -2159,6 +2180,8 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as cache:  # the dry run leaves nothing behind
             check_rows(data, Path(cache))
+            if EVAL_DATASET_PATH is not None:
+                check_rows(Path(EVAL_DATASET_PATH), Path(cache), EVAL_DATASET_SPLIT)
             tokenizer = load_tokenizer()
             dry_run(tokenizer, data, Path(cache))
             check_chat_template(tokenizer, first_conversations(data, 3))

@@ -240,3 +240,65 @@ def test_a_bundle_says_where_its_data_comes_from(tmp_path, dataset_path, said):
     files = bundle(compile_config(write_config(tmp_path, config)), tmp_path / "box")
     readme = next(f for f in files if f.name == "README.md").read_text()
     assert said in readme.splitlines()
+
+
+def test_tables_read_as_their_json_numbers_and_differing_arguments_too(tmp_path, tokenizer):
+    """In a table every row gets every column and key: a call's arguments gain the other calls'
+    keys as null, and a CSV column of numbers would be numbers; both read as the JSON would."""
+    script = emitted(tmp_path, "Qwen/Qwen3-8B")
+    tools = [
+        {"type": "function", "function": {"name": name, "description": "d", "parameters": {
+            "type": "object", "properties": {key: {"type": "string"}}}}}
+        for name, key in (("weather", "city"), ("search", "query"))
+    ]  # fmt: skip
+
+    def called(name, arguments):
+        return {"messages": [
+            {"role": "user", "content": "?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": name, "arguments": arguments}}]},
+            {"role": "tool", "content": "ok"},
+            {"role": "assistant", "content": "Done."},
+        ], "tools": tools}  # fmt: skip
+
+    rows = [called("weather", {"city": "Oslo"}), called("search", {"query": "cats"})]
+    table, jsonl = tmp_path / "train.parquet", tmp_path / "train.jsonl"
+    write_parquet(table, rows)
+    write_rows(jsonl, rows)
+    assert tokens_of(script, tokenizer, table, tmp_path / "c1") == tokens_of(
+        script, tokenizer, jsonl, tmp_path / "c2"
+    )
+    numbers = tmp_path / "sums.csv"
+    numbers.write_text("prompt,completion\n2 + 2?,4\n5 + 7?,12\n")
+    write_rows(
+        jsonl, [{"prompt": "2 + 2?", "completion": "4"}, {"prompt": "5 + 7?", "completion": "12"}]
+    )
+    assert tokens_of(script, tokenizer, numbers, tmp_path / "c3") == tokens_of(
+        script, tokenizer, jsonl, tmp_path / "c4"
+    )
+
+
+def test_a_folder_written_by_save_to_disk(tmp_path, tokenizer):
+    from datasets import Dataset, DatasetDict
+
+    script = emitted(tmp_path, "Qwen/Qwen3-8B")
+    jsonl = tmp_path / "train.jsonl"
+    write_rows(jsonl, GOOD)
+    want = tokens_of(script, tokenizer, jsonl, tmp_path / "c0")
+    Dataset.from_list(GOOD).save_to_disk(str(tmp_path / "one"))
+    DatasetDict({"train": Dataset.from_list(GOOD)}).save_to_disk(str(tmp_path / "splits"))
+    assert tokens_of(script, tokenizer, tmp_path / "one", tmp_path / "c1") == want
+    assert tokens_of(script, tokenizer, tmp_path / "splits", tmp_path / "c2") == want
+    with pytest.raises(SystemExit) as stopped:
+        script["check_rows"](tmp_path / "splits", tmp_path / "c3", "test")
+    assert str(stopped.value) == f"error: {tmp_path / 'splits'} has no split 'test' (it has train)"
+
+
+def test_a_missing_table_file_is_named_as_missing(tmp_path, monkeypatch):
+    script = emitted(tmp_path, "Qwen/Qwen3-8B")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        script["check_rows"](Path("data/train.parquet"), tmp_path / "cache")
+    assert str(stopped.value) == (
+        "error: data/train.parquet: no such data file (set dataset_path in the config, or --data)"
+    )

@@ -283,3 +283,15 @@ def test_a_reply_stops_at_an_end_token_and_leaves_it_out(trained, tmp_path):
     stop = next(k for k in range(1, len(tokens)) if tokens[k] not in tokens[:k])
     script["END_TOKENS"] = (tokenizer.convert_ids_to_tokens(tokens[stop]),)
     assert script["reply"](base, tokenizer, conversation) == tokenizer.decode(tokens[:stop])
+
+
+def test_sample_alone_on_other_data_than_the_run_trained_on_is_refused(trained, tmp_path):
+    _, rows, script, out, _ = trained
+    other = tmp_path / "other.jsonl"  # one row more: the evaluation split would be other rows
+    other.write_text("\n" + "".join(json.dumps(r) + "\n" for r in [*rows, rows[0]]))
+    proc = run(script, "--sample", "2", "--data", str(other))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {other} is not the data the run in out trained on, so its evaluation split is "
+        "not the rows it held out: pass that data with --data"
+    ]
