@@ -35,6 +35,7 @@ def model_and_data(tmp_path_factory):
     return tiny.build("qwen3", "chatml", root / "Qwen3-8B"), data
 
 
+@pytest.mark.xdist_group("torchrun")  # one rendezvous port per machine: one torchrun at a time
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_train_and_save_one_adapter(tmp_path, model_and_data, strategy):
     model, data = model_and_data

@@ -254,6 +254,7 @@ def test_ctrl_c_through_mhgen_run_checkpoints_and_passes_the_exit_code_on(tmp_pa
     assert len(steps_of(tmp_path / "out")) == 1
 
 
+@pytest.mark.xdist_group("torchrun")  # one rendezvous port per machine: one torchrun at a time
 def test_under_ddp_a_signal_on_one_process_stops_all_at_the_same_step(tmp_path, setup):
     model, data = setup
     script = script_for(tmp_path, model, data, **SHORT, distributed_strategy="ddp", num_processes=2)
