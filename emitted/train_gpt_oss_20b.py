@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: b4bca3343cc47e06cf0b5d1a3385ed3a4a14a8ef07fa75097613d637ba0ac843
+# mhgen-body-sha256: 960ee15fb7468e3df00c8d82791bf36bcb47787ce7644347dc6bc39175ac669a
 """Fine-tune a QLoRA (4-bit) adapter on harmony conversations for:
     openai/gpt-oss-20b
 
@@ -1088,14 +1088,17 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-def check_device() -> bool:
-    """True on a CUDA GPU. Settings this machine cannot run stop here, naming the config key."""
+def check_device(training: bool = True) -> bool:
+    """True on a CUDA GPU. Settings this machine cannot run stop here, naming the config key
+    (``training`` False: the model only generates, for --sample)."""
     import torch
 
     on_gpu = torch.cuda.is_available()
     if on_gpu and not torch.cuda.is_bf16_supported():
         sys.exit('error: this GPU has no bfloat16 support; set "dtype": "float16" in the config')
-    if not on_gpu:
+    if not on_gpu and not training:
+        say("note: no CUDA GPU found: generating on the CPU")
+    elif not on_gpu:
         say("note: no CUDA GPU found: training on the CPU, which suits only smoke tests")
         say(f'note: "optim": "{OPTIM}" needs CUDA; using adamw_torch on the CPU')
     return on_gpu
@@ -1921,7 +1924,7 @@ def load_trained(output_dir: Path):
     require("accelerate", "bitsandbytes", "datasets", "peft", "torch", "transformers", "trl")
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_model(check_device()), str(output_dir))
+    return PeftModel.from_pretrained(load_model(check_device(training=False)), str(output_dir))
 
 
 def conversations_at(path: Path, rows: list[int]) -> list[dict]:
@@ -2153,7 +2156,10 @@ def parse_args() -> argparse.Namespace:
         help="then write output_dir/merged: the base model with the adapter merged in (alone on "
         "a finished run: only that)",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.sample < 0:
+        parser.error(f"--sample {args.sample}: N must be 0 (no samples) or more")
+    return args
 
 
 def fail(message: str, code: int, trainer=None) -> None:

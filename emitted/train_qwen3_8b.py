@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 7dd697fcd05123abe3a4aaf45e2687a4d7b66ac9cac50a1346953591bacb1b40
+# mhgen-body-sha256: 638d02de57462188410d4fde31c95225ee72683c6c40bd70dbdef9576c53d0c5
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     Qwen/Qwen3-8B
 
@@ -993,14 +993,17 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-def check_device() -> bool:
-    """True on a CUDA GPU. Settings this machine cannot run stop here, naming the config key."""
+def check_device(training: bool = True) -> bool:
+    """True on a CUDA GPU. Settings this machine cannot run stop here, naming the config key
+    (``training`` False: the model only generates, for --sample)."""
     import torch
 
     on_gpu = torch.cuda.is_available()
     if on_gpu and not torch.cuda.is_bf16_supported():
         sys.exit('error: this GPU has no bfloat16 support; set "dtype": "float16" in the config')
-    if not on_gpu:
+    if not on_gpu and not training:
+        say("note: no CUDA GPU found: generating on the CPU")
+    elif not on_gpu:
         say("note: no CUDA GPU found: training on the CPU, which suits only smoke tests")
         say(f'note: "optim": "{OPTIM}" needs CUDA; using adamw_torch on the CPU')
     return on_gpu
@@ -1586,7 +1589,7 @@ def load_trained(output_dir: Path):
     require("accelerate", "bitsandbytes", "datasets", "peft", "torch", "transformers", "trl")
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_model(check_device()), str(output_dir))
+    return PeftModel.from_pretrained(load_model(check_device(training=False)), str(output_dir))
 
 
 def conversations_at(path: Path, rows: list[int]) -> list[dict]:
@@ -1818,7 +1821,10 @@ def parse_args() -> argparse.Namespace:
         help="then write output_dir/merged: the base model with the adapter merged in (alone on "
         "a finished run: only that)",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.sample < 0:
+        parser.error(f"--sample {args.sample}: N must be 0 (no samples) or more")
+    return args
 
 
 def fail(message: str, code: int, trainer=None) -> None:

@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 308ba1f5cb4a9ef1892ef43626e5d6a7f5ee47e4d1e69c4cda4f5a7bb9b4b4d5
+# mhgen-body-sha256: ee9764dd0c8c5c3a3ac7b630280fee65c4adb2eebb2c8ba77e6bfd5156e34c83
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -1002,14 +1002,17 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-def check_device() -> bool:
-    """True on a CUDA GPU. Settings this machine cannot run stop here, naming the config key."""
+def check_device(training: bool = True) -> bool:
+    """True on a CUDA GPU. Settings this machine cannot run stop here, naming the config key
+    (``training`` False: the model only generates, for --sample)."""
     import torch
 
     on_gpu = torch.cuda.is_available()
     if on_gpu and not torch.cuda.is_bf16_supported():
         sys.exit('error: this GPU has no bfloat16 support; set "dtype": "float16" in the config')
-    if not on_gpu:
+    if not on_gpu and not training:
+        say("note: no CUDA GPU found: generating on the CPU")
+    elif not on_gpu:
         say("note: no CUDA GPU found: training on the CPU, which suits only smoke tests")
         say(f'note: "optim": "{OPTIM}" needs CUDA; using adamw_torch on the CPU')
     return on_gpu
@@ -1822,7 +1825,7 @@ def load_trained(output_dir: Path):
     require("accelerate", "bitsandbytes", "datasets", "peft", "torch", "transformers", "trl")
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_model(check_device()), str(output_dir))
+    return PeftModel.from_pretrained(load_model(check_device(training=False)), str(output_dir))
 
 
 def conversations_at(path: Path, rows: list[int]) -> list[dict]:
@@ -2054,7 +2057,10 @@ def parse_args() -> argparse.Namespace:
         help="then write output_dir/merged: the base model with the adapter merged in (alone on "
         "a finished run: only that)",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.sample < 0:
+        parser.error(f"--sample {args.sample}: N must be 0 (no samples) or more")
+    return args
 
 
 def fail(message: str, code: int, trainer=None) -> None:

@@ -246,6 +246,8 @@ def test_sample_alone_on_the_finished_folder_trains_nothing(trained):
     lines = [line.strip() for line in proc.stderr.replace("\r", "\n").splitlines()]
     assert [line for line in lines if line and not bars.match(line)] == []  # no warning
     assert "adapter saved" not in proc.stdout and (out / "mhgen_run.json").read_bytes() == record
+    assert "note: no CUDA GPU found: generating on the CPU" in proc.stdout  # not "training"
+    assert "training on the CPU" not in proc.stdout
 
 
 def test_sample_on_an_unfinished_run_is_one_line_of_error(trained, tmp_path):
@@ -295,3 +297,12 @@ def test_sample_alone_on_other_data_than_the_run_trained_on_is_refused(trained, 
         f"error: {other} is not the data the run in out trained on, so its evaluation split is "
         "not the rows it held out: pass that data with --data"
     ]
+
+
+def test_a_negative_count_is_a_usage_error(trained):
+    _, _, script, _, _ = trained
+    proc = run(script, "--sample", "-1")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].endswith(
+        "error: --sample -1: N must be 0 (no samples) or more"
+    )
