@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: ee9764dd0c8c5c3a3ac7b630280fee65c4adb2eebb2c8ba77e6bfd5156e34c83
+# mhgen-body-sha256: da84d0c6aee43253ca5d71312a39f4a29b3533e4715c5679f2a1e4842e0bb4cd
 """Fine-tune a QLoRA (4-bit) adapter on chatml conversations for:
     unsloth/Qwen3-Coder-30B-A3B-Instruct
 
@@ -521,15 +521,14 @@ def is_lines_file(path: Path) -> bool:
     return path.is_file() or path.suffix.lower() == ".jsonl" or not re.fullmatch(HUB_ID, str(path))
 
 
-def parse_row(
-    number: int, raw: bytes, name: str, in_table: bool = False
-) -> tuple[dict | None, str]:
-    """Line ``number`` (from 1) of the JSONL file ``name``, or row ``number`` (from 0) of a table
-    datasets read (``in_table``, each row as JSON): (its conversation, ""), or (None, what is
-    wrong with it, naming the row), or (None, "") when it is a blank line."""
-    where = f"{name} row {number}" if in_table else f"{name}:{number}"
+def parse_row(index: int, raw: bytes, name: str, in_table: bool = False) -> tuple[dict | None, str]:
+    """Row ``index`` (from 0) of the data ``name``: a JSONL file's line (named by its number,
+    from 1), or in a table datasets read (``in_table``) its row as JSON (named by its index).
+    Returns (its conversation, ""), or (None, what is wrong with it, naming the row), or (None,
+    "") when it is a blank line."""
+    where = f"{name} row {index}" if in_table else f"{name}:{index + 1}"
     try:
-        line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+        line = raw.decode("utf-8-sig" if index == 0 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
         return None, (
@@ -551,17 +550,26 @@ def parse_row(
 def first_conversations(path: Path, count: int, split: str = DATASET_SPLIT) -> list[dict]:
     """The first ``count`` examples of the data, for the dry run and the chat template check."""
     if not is_lines_file(path):
-        lines = lines_dataset(path, None, split)
-        first = lines.select(range(min(count, len(lines))))["line"]
-        return [parse_row(i, raw, data_name(path, split), True)[0] for i, raw in enumerate(first)]
+        return table_conversations(path, range(count), split)
     found = []
     with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            conversation, _ = parse_row(number, raw, str(path))
+        for index, raw in enumerate(f):
+            conversation, _ = parse_row(index, raw, str(path))
             found += [conversation] if conversation else []
             if len(found) == count:
                 break
     return found
+
+
+def table_conversations(path: Path, rows, split: str) -> list[dict]:
+    """The conversations of a table's rows numbered ``rows`` (from 0; those it has), in order."""
+    lines = lines_dataset(path, None, split)
+    rows = [row for row in rows if row < len(lines)]
+    name = data_name(path, split)
+    return [
+        parse_row(row, raw, name, True)[0]
+        for row, raw in zip(rows, lines.select(rows)["line"], strict=True)
+    ]
 
 
 def file_lines(path: str, fingerprint: str):
@@ -667,7 +675,7 @@ def row_problems(lines: list[bytes], indices: list[int], name: str, in_table: bo
     whether it is blank, and its shape."""
     out = {"problem": [], "blank": [], "shape": []}
     for index, raw in zip(indices, lines, strict=True):
-        conversation, problem = parse_row(index if in_table else index + 1, raw, name, in_table)
+        conversation, problem = parse_row(index, raw, name, in_table)
         out["problem"].append(problem)
         out["blank"].append(conversation is None and not problem)
         out["shape"].append(row_shape(json.loads(raw)) if conversation else "")
@@ -681,9 +689,9 @@ def check_rows(path: Path, cache: Path, split: str = DATASET_SPLIT) -> None:
         sys.exit(f"error: {path}: no such data file (set dataset_path in the config, or --data)")
     if is_lines_file(path) and path.stat().st_size == 0:
         sys.exit(f"error: {path}: no examples")
-    marker = cache / "checked" / fingerprint_name(path, split)
+    name, marker = data_name(path, split), cache / "checked" / fingerprint_name(path, split)
     if marker.is_file() or not first_process_makes(marker):
-        say(f"data: {data_name(path, split)}, checked by an earlier run")
+        say(f"data: {name}, checked by an earlier run")
         return
     from datasets import Features, Value
 
@@ -699,8 +707,8 @@ def check_rows(path: Path, cache: Path, split: str = DATASET_SPLIT) -> None:
         features=Features(
             {"problem": Value("string"), "blank": Value("bool"), "shape": Value("string")}
         ),
-        fn_kwargs={"name": data_name(path, split), "in_table": not is_lines_file(path)},
-        desc=f"checking {data_name(path, split)}",
+        fn_kwargs={"name": name, "in_table": not is_lines_file(path)},
+        desc=f"checking {name}",
     )
     bad = checked.filter(
         lambda problems: [bool(p) for p in problems], input_columns=["problem"], batched=True
@@ -710,10 +718,10 @@ def check_rows(path: Path, cache: Path, split: str = DATASET_SPLIT) -> None:
         sys.exit("\n".join(bad.select(range(min(20, len(bad))))[:]["problem"]) + more)
     shapes = collections.Counter(shape for shape in checked["shape"] if shape)
     if not shapes:
-        sys.exit(f"error: {data_name(path, split)}: no examples")
+        sys.exit(f"error: {name}: no examples")
     found = ", ".join(f"{count} {shape}" for shape, count in shapes.most_common())
     took = since(started)
-    say(f"data: {data_name(path, split)}: {shapes.total()} rows ({found}), checked in {took}")
+    say(f"data: {name}: {shapes.total()} rows ({found}), checked in {took}")
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(path) + "\n", encoding="utf-8")
 
@@ -760,7 +768,7 @@ def tokenize_rows(
     (the line's index in the file: --sample finds the held-out rows by it)."""
     out = {"input_ids": [], "labels": [], "length": [], "kept": [], "row": indices}
     for index, raw in zip(indices, lines, strict=True):
-        conversation, _ = parse_row(index if in_table else index + 1, raw, name, in_table)
+        conversation, _ = parse_row(index, raw, name, in_table)
         example = (
             tokenize(tokenizer, **conversation) if conversation else {"input_ids": [], "labels": []}
         )
@@ -816,7 +824,7 @@ def tokenized(tokenizer, path: Path, cache: Path, split: str = DATASET_SPLIT):
         say(f"tokenized data: {folder} (made by an earlier run on the same data; safe to delete)")
         profile = json.loads((folder / "mhgen_profile.json").read_text(encoding="utf-8"))
         return load_from_disk(str(folder)), profile
-    started = time.monotonic()
+    started, name = time.monotonic(), data_name(path, split)
     lines = lines_dataset(path, cache, split)
     workers = processes(len(lines))
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
@@ -837,12 +845,8 @@ def tokenized(tokenizer, path: Path, cache: Path, split: str = DATASET_SPLIT):
                 "row": Value("int64"),
             }
         ),
-        fn_kwargs={
-            "tokenizer": tokenizer,
-            "name": data_name(path, split),
-            "in_table": not is_lines_file(path),
-        },
-        desc=f"tokenizing {data_name(path, split)} ({workers} processes)",
+        fn_kwargs={"tokenizer": tokenizer, "name": name, "in_table": not is_lines_file(path)},
+        desc=f"tokenizing {name} ({workers} processes)",
     )
     columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
     profile = length_profile(columns["length"], columns["kept"])
@@ -1747,8 +1751,8 @@ def check_output_dir(output_dir: Path, inputs: dict, resume: bool, overwrite: bo
         sys.exit("error: --resume continues the run in the output folder, --overwrite replaces it")
     if overwrite:
         return None
-    record, saved = output_dir / "mhgen_run.json", checkpoints(output_dir)
-    if not record.is_file():
+    previous, saved = run_record(output_dir), checkpoints(output_dir)
+    if previous is None:
         if saved:
             sys.exit(
                 f"error: {output_dir} holds checkpoints of no known run; --overwrite replaces them"
@@ -1756,7 +1760,6 @@ def check_output_dir(output_dir: Path, inputs: dict, resume: bool, overwrite: bo
         if resume:  # killed before it saved anything: the same command starts it
             say(f"{output_dir} holds no run to resume yet: starting at step 1")
         return None
-    previous = json.loads(record.read_text(encoding="utf-8"))
     if previous.get("config_sha256") != CONFIG_SHA256:
         sys.exit(f"error: {output_dir} holds a run of another config; use another --output-dir")
     if previous.get("finished"):
@@ -1804,13 +1807,16 @@ def write_record(output_dir: Path, inputs: dict, finished: bool, metrics=None, l
     promote(staged, output_dir / "mhgen_run.json")
 
 
+def run_record(output_dir: Path) -> dict | None:
+    """output_dir's mhgen_run.json (see write_record), None where there is none."""
+    record = output_dir / "mhgen_run.json"
+    return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+
+
 def finished_run(output_dir: Path) -> bool:
     """Whether output_dir holds a finished run of this config: its record says so, and the
     record is written finished only once the adapter is whole."""
-    record = output_dir / "mhgen_run.json"
-    if not record.is_file():
-        return False
-    previous = json.loads(record.read_text(encoding="utf-8"))
+    previous = run_record(output_dir) or {}
     return previous.get("config_sha256") == CONFIG_SHA256 and previous.get("finished") is True
 
 
@@ -1832,14 +1838,12 @@ def conversations_at(path: Path, rows: list[int]) -> list[dict]:
     """The conversations of the data's rows numbered ``rows`` (from 0; a JSONL file's lines), in
     that order."""
     if not is_lines_file(path):
-        lines = lines_dataset(path, None).select(rows)["line"]
-        name = data_name(path, DATASET_SPLIT)
-        return [parse_row(row, raw, name, True)[0] for row, raw in zip(rows, lines, strict=True)]
+        return table_conversations(path, rows, DATASET_SPLIT)
     found = {}
     with path.open("rb") as f:
         for index, raw in enumerate(f):
             if index in rows:
-                found[index], _ = parse_row(index + 1, raw, str(path))
+                found[index], _ = parse_row(index, raw, str(path))
             if len(found) == len(set(rows)):
                 break
     return [found[row] for row in rows]
@@ -1901,13 +1905,12 @@ def sample(model, tokenizer, data: Path, output_dir: Path, cache: Path, count: i
     None to load the finished run from output_dir."""
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the main process samples
         return
-    if model is None and EVAL_DATASET_PATH is None and EVAL_SPLIT:
-        record = json.loads((output_dir / "mhgen_run.json").read_text(encoding="utf-8"))
-        if record["inputs"]["data_fingerprint"] != fingerprint(data):
-            sys.exit(
-                f"error: {data} is not the data the run in {output_dir} trained on, so its "
-                "evaluation split is not the rows it held out: pass that data with --data"
-            )
+    split_decides = model is None and EVAL_DATASET_PATH is None and EVAL_SPLIT  # which rows
+    if split_decides and run_record(output_dir)["inputs"]["data_fingerprint"] != fingerprint(data):
+        sys.exit(
+            f"error: {data} is not the data the run in {output_dir} trained on, so its "
+            "evaluation split is not the rows it held out: pass that data with --data"
+        )
     what, conversations = sample_conversations(tokenizer, data, cache, count)
     if model is None:
         model = load_trained(output_dir)
