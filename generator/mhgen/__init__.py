@@ -1,3 +1,3 @@
 """mhgen: compile a short training config into a standalone, readable fine-tuning script."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -32,9 +32,13 @@ def format_source(text: str, name: str = "train.py") -> str:
     )
     if proc.returncode != 0:
         raise FormatError(f"mhgen bug: ruff could not format {name}: {proc.stderr.decode()}")
-    formatted = proc.stdout.decode("utf-8")
+    return proc.stdout.decode("utf-8")
+
+
+def check_compiles(text: str, name: str = "train.py") -> str:
+    """``text``, once Python has compiled it."""
     try:
-        compile(formatted, name, "exec", dont_inherit=True)
+        compile(text, name, "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise FormatError(f"mhgen bug: {name} does not compile: {exc}") from None
-    return formatted
+    return text

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .diagnostics import ConfigError, Diagnostic
-from .format import format_source
+from .format import check_compiles, format_source
 from .load import Source, load_file
-from .render import render
+from .render import append_runtime, render
 from .resolve import Plan, resolve
 from .validate import validate
 from .write import seal
@@ -40,5 +40,6 @@ def compile_config(path: str | Path) -> Compiled:
 
 def compile_source(source: Source, warnings: list[Diagnostic] = ()) -> Compiled:
     plan = resolve(source)
-    text = seal(format_source(render(plan), plan.script_name))
+    recipe = format_source(render(plan), plan.script_name)  # the runtime is formatted already
+    text = seal(check_compiles(append_runtime(recipe, plan), plan.script_name))
     return Compiled(source, plan, text, tuple(warnings))

@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 
+from . import appendix
 from .resolve import ORIGIN_WORDS, Plan
 
 BODY_HASH_PLACEHOLDER = "0" * 64
@@ -162,16 +163,94 @@ def environment() -> jinja2.Environment:
     return env
 
 
+# the standard library the recipe itself uses; the runtime's imports are added to these
+RECIPE_IMPORTS = frozenset(
+    {("argparse", None, None), ("functools", None, None), ("json", None, None), ("os", None, None)}
+    | {("sys", None, None), ("time", None, None), ("pathlib", "Path", None)}
+)
+
+
+def runtime_blocks(plan: Plan) -> list[appendix.Block]:
+    """The runtime blocks the plan's script carries: the core, and the 4-bit experts loader
+    where the script quantizes a mixture-of-experts model's experts itself."""
+    return [appendix.core(), *([appendix.experts()] if plan.experts_4bit else [])]
+
+
 def render(plan: Plan) -> str:
-    """The emitted script's text, before formatting (its body hash still a placeholder)."""
+    """The recipe's text, before formatting (its body hash still a placeholder): the header,
+    the settings, the chat format, conversation -> tokens, model + LoRA, the trainer's settings
+    and main(). Its import block holds the runtime's imports too."""
     # after a constant: how its value was chosen ("  # auto-detected"), nothing for the config's
     origins = plan.origins.items()
     comment = {k: "" if o == "config" else f"  # {ORIGIN_WORDS[o]}" for k, o in origins}
+    imports = set(RECIPE_IMPORTS)
+    for block in runtime_blocks(plan):
+        imports |= block.imports
     template = environment().get_template("train.py.j2")
-    return template.render(
+    text = template.render(
         plan=plan,
         v=plan.values,
         comment=comment,
         format_template=plan.format_template,
         body_hash=BODY_HASH_PLACEHOLDER,
+        imports=appendix.import_lines(imports),
+        summary=summary(plan),
+        usage=usage(plan),
     )
+    return "\n".join(_origin_above(line) for line in text.split("\n"))
+
+
+def summary(plan: Plan) -> str:
+    """The docstring's first sentence (the script's --help)."""
+    kind = "QLoRA (4-bit)" if plan.values["load_in_4bit"] else "LoRA"
+    model, chat = plan.values["base_model"], plan.chat_format
+    return f"Fine-tune a {kind} adapter of {model} on {chat} conversations."
+
+
+def usage(plan: Plan, width: int = 100) -> str:
+    """The docstring's commands, each with what it does: aligned where every line fits
+    ``width``, else each what on its own line above its command."""
+    script, processes = plan.script_name, plan.values["num_processes"]
+    commands = [
+        (f"python {script} --dry-run", "check the data and training text"),
+        (f"python {script}", "train (--resume continues a run)"),
+        (f"python {script} --sample 4", "replies to 4 held-out prompts"),
+    ]
+    if not plan.experts_lora:
+        commands.append((f"python {script} --merge", "base + adapter into OUTPUT_DIR/merged"))
+    if processes > 1:
+        strategy = plan.values["distributed_strategy"]
+        what = f"train on {processes} GPUs ({strategy})"
+        commands.append((f"torchrun --nproc-per-node {processes} {script}", what))
+    else:
+        commands.append((f"torchrun --nproc-per-node 4 {script}", "train on 4 GPUs with DDP"))
+    column = max(len(command) for command, _ in commands) + 2
+    if all(4 + column + 2 + len(what) <= width for _, what in commands):
+        lines = [f"    {command.ljust(column)}# {what}" for command, what in commands]
+    else:
+        lines = [f"    # {what}\n    {command}" for command, what in commands]
+    alone = "--sample and --merge" if not plan.experts_lora else "--sample"
+    return "\n".join([*lines, f"{alone} run after training, or alone on a finished run."])
+
+
+def _origin_above(line: str, width: int = 100) -> str:
+    """A constant whose origin comment would make its line too long, with the comment above it
+    (else the formatter breaks the value over many lines)."""
+    name, _, rest = line.partition(" = ")
+    value, mark, origin = rest.rpartition("  # ")
+    if not (name.isupper() and mark and origin in ORIGIN_WORDS.values()) or columns(line) <= width:
+        return line
+    return f"# {name}: {origin}\n{name} = {value}"
+
+
+def append_runtime(recipe: str, plan: Plan) -> str:
+    """The formatted recipe, then each runtime block after its boundary comment, verbatim, then
+    the call of main() that ends the script."""
+    core, *more = runtime_blocks(plan)
+    parts = [recipe.rstrip("\n")]
+    parts.append(appendix.boundary("the same in every script this version writes", core.sha256) + "\n\n" + core.text.rstrip("\n"))
+    for block in more:
+        what = "4-bit experts: the same in every mixture-of-experts script"
+        parts.append(appendix.boundary(what, block.sha256) + "\n\n" + block.text.rstrip("\n"))
+    parts.append('if __name__ == "__main__":\n    main()\n')
+    return "\n\n\n".join(parts)

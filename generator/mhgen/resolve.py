@@ -65,7 +65,6 @@ COMPILED_IN = (
     "load_in_4bit",
     "batching",
     "distributed_strategy",
-    "num_processes",
 )
 
 

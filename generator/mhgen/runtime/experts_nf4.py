@@ -1,24 +1,25 @@
-{#- The 4-bit experts of an MoE family under load_in_4bit: included by train.py.j2. -#}
-{% set gpt_oss = plan.family.model_type == "gpt_oss" %}
-# --- 4-bit weights for a mixture-of-experts model
+# ---- 4-bit weights for a mixture-of-experts model (gpt-oss, Qwen3-MoE)
 #
 # transformers keeps all experts of a layer in fused 3-D weights, which bitsandbytes' 4-bit loader
-# does not quantize: they would stay in 16 bits ({{ "about 40 GB for gpt-oss-20b" if gpt_oss else "about 60 GB for Qwen3-Coder-30B-A3B" }}).
-# So the script loads the checkpoint itself, one decoder layer at a time (load_model): attention's
-# linear layers become bitsandbytes NF4 layers, as bitsandbytes' loader would make them, and each
-# of a layer's two expert projections (gate_up and down, every expert's) becomes ONE NF4 buffer
-# with one quantization state (ExpertsNF4). In forward the tokens are sorted by expert, and the
-# projection's whole stack is dequantized once, multiplied group by group in one grouped GEMM,
-# and freed; backward dequantizes it again for the input's gradient (the base weights are frozen),
-# so no dequantized weight is kept between the two. Host memory holds one layer of the
-# checkpoint at a time (or one embedding), never the whole model.
-{% if plan.experts_lora %}
-# LoRA adapts the experts too ({{ plan.expert_lora_projections | join(" and ") }}): per projection two grouped matmuls on
-# (experts, in, rank) and (experts, rank, out) weights, saved in PEFT's layout for fused experts
+# does not quantize: they would stay in 16 bits (about 40 GB for gpt-oss-20b, 60 GB for
+# Qwen3-Coder-30B-A3B). So the script loads the checkpoint itself, one decoder layer at a time
+# (load_model_nf4): attention's linear layers become bitsandbytes NF4 layers, as bitsandbytes'
+# loader would make them, and each of a layer's two expert projections (gate_up and down, every
+# expert's) becomes ONE NF4 buffer with one quantization state (ExpertsNF4). In forward the tokens
+# are sorted by expert, and the projection's whole stack is dequantized once, multiplied group by
+# group in one grouped GEMM, and freed; backward dequantizes it again for the input's gradient
+# (the base weights are frozen), so no dequantized weight is kept between the two. Host memory
+# holds one layer of the checkpoint at a time (or one embedding), never the whole model. LoRA
+# can adapt the experts too (add_expert_lora): per projection two grouped matmuls on (experts,
+# in, rank) and (experts, rank, out) weights, saved in PEFT's layout for fused experts
 # (target_parameters), so that the adapter loads onto transformers' own model.
-{% else %}
-# LoRA can adapt the experts too: add "gate_up" and "down" to lora_target_modules.
-{% endif %}
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+from .model_files import checkpoint_files, from_hub, print_main, read_checkpoint
 
 
 def linear_nf4(weight, bias, device, dtype):
@@ -78,8 +79,7 @@ def grouped_matmul(x, weight, offsets, grouped_gemm: bool):
     return torch.cat(pieces)
 
 
-{% if gpt_oss %}
-def expert_activation(gate_up, alpha: float, limit: float):
+def gpt_oss_activation(gate_up, alpha: float, limit: float):
     """gpt-oss's clamped SwiGLU on interleaved gate/up columns (transformers' GptOssExperts)."""
     gate, up = gate_up[..., ::2], gate_up[..., 1::2]
     gate = gate.clamp(max=limit)
@@ -87,11 +87,12 @@ def expert_activation(gate_up, alpha: float, limit: float):
     return (up + 1) * gate * (gate * alpha).sigmoid()
 
 
-def expert_weights(tensors: dict, device, dtype):
-    """A layer's experts from its checkpoint tensors: (gate_up, down), each (weight, bias), weights
-    as transformers keeps gpt-oss's, (experts x in x out), on ``device`` in ``dtype``. The official
-    checkpoint holds them in MXFP4 (32 four-bit values sharing a power-of-two scale), dequantized
-    here on the device with transformers' own unpacking; a 16-bit checkpoint is read as it is."""
+def gpt_oss_expert_weights(tensors: dict, device, dtype):
+    """A gpt-oss layer's experts from its checkpoint tensors: (gate_up, down), each (weight,
+    bias), weights as transformers keeps them, (experts x in x out), on ``device`` in ``dtype``.
+    The official checkpoint holds them in MXFP4 (32 four-bit values sharing a power-of-two
+    scale), dequantized here on the device with transformers' own unpacking; a 16-bit checkpoint
+    is read as it is."""
     from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
     projections = []
@@ -106,18 +107,19 @@ def expert_weights(tensors: dict, device, dtype):
             weight = tensors.pop(key).to(device, dtype)
         projections.append((weight, tensors.pop(key + "_bias").to(device, dtype, copy=True)))
     return projections
-{% else %}
-def expert_activation(gate_up, act_fn):
+
+
+def qwen3_moe_activation(gate_up, act_fn):
     """Qwen3-MoE's SwiGLU: the first half of gate_up is the gate (transformers' Qwen3MoeExperts)."""
     gate, up = gate_up.chunk(2, dim=-1)
     return act_fn(gate) * up
 
 
-def expert_weights(tensors: dict, device, dtype):
-    """A layer's experts from its checkpoint tensors: (gate_up, down), each (weight, None), weights
-    as transformers keeps Qwen3-MoE's, (experts x out x in), on ``device`` in ``dtype``. The
-    checkpoint holds each expert's gate_proj, up_proj and down_proj; gate and up are stacked into
-    gate_up as transformers stacks them (a checkpoint saved fused holds gate_up_proj itself)."""
+def qwen3_moe_expert_weights(tensors: dict, device, dtype):
+    """A Qwen3-MoE layer's experts from its checkpoint tensors: (gate_up, down), each (weight,
+    None), weights as transformers keeps them, (experts x out x in), on ``device`` in ``dtype``.
+    The checkpoint holds each expert's gate_proj, up_proj and down_proj; gate and up are stacked
+    into gate_up as transformers stacks them (a checkpoint saved fused holds gate_up_proj)."""
     import torch
 
     if "mlp.experts.gate_up_proj" in tensors:
@@ -130,7 +132,6 @@ def expert_weights(tensors: dict, device, dtype):
         gate_up.append(torch.cat([gate, up]).to(device, dtype))
         down.append(tensors.pop(expert + "down_proj.weight").to(device, dtype))
     return (torch.stack(gate_up), None), (torch.stack(down), None)
-{% endif %}
 
 
 @functools.cache
@@ -157,18 +158,16 @@ def experts_nf4_class():
 
     class ExpertsNF4(torch.nn.Module):
         """One layer's experts in NF4: ``forward(hidden_states, top_k_index, top_k_weights)`` as
-        transformers' experts are called, with the model's own routing."""
+        transformers' experts are called, with the model's own routing. ``weights``: (gate_up,
+        down), each (stack, bias or None); ``in_out``: the stacks are (experts x in x out), as
+        transformers keeps gpt-oss's, else (experts x out x in)."""
 
-        def __init__(self, weights, activation, device, dtype):
+        def __init__(self, weights, activation, in_out: bool, device, dtype):
             super().__init__()
-            self.activation, self.dtype = activation, dtype
+            self.activation, self.in_out, self.dtype = activation, in_out, dtype
             self.grouped_gemm = has_grouped_gemm(device, dtype)
-            self.shapes, self.states = {}, {}
-{% if gpt_oss %}
+            self.shapes, self.states, self.biased = {}, {}, set()
             for name, (weight, bias) in zip(("gate_up", "down"), weights, strict=True):
-{% else %}
-            for name, (weight, _) in zip(("gate_up", "down"), weights, strict=True):
-{% endif %}
                 # every expert is a whole number of NF4's 64-value blocks, so one quantization of
                 # the whole stack quantizes each expert exactly as its own would
                 self.shapes[name] = weight.shape
@@ -179,42 +178,32 @@ def experts_nf4_class():
                     quant_type="nf4",
                 )
                 self.register_buffer(name + "_nf4", packed, persistent=False)
-{% if gpt_oss %}
-                self.register_parameter(name + "_bias", torch.nn.Parameter(bias, requires_grad=False))
-{% endif %}
+                if bias is not None:
+                    self.register_parameter(
+                        name + "_bias", torch.nn.Parameter(bias, requires_grad=False)
+                    )
+                    self.biased.add(name)
             self.num_experts = weight.shape[0]
-{% if plan.experts_lora %}
             self.lora = torch.nn.ModuleDict()  # add_lora fills it
-{% endif %}
 
         def dequantize(self, name: str):
-            """The projection's stack in DTYPE, as transformers keeps it: {{ "(experts x in x out)" if gpt_oss else "(experts x out x in)" }}."""
+            """The projection's stack in the compute dtype, in the checkpoint's layout."""
             packed = getattr(self, name + "_nf4")
             return bnb_functional.dequantize_4bit(packed, self.states[name]).view(self.shapes[name])
 
         def matmul(self, x, weight, offsets):
-{% if gpt_oss %}
-            """Each group of x times its expert's weight (in x out)."""
-            return grouped_matmul(x.to(weight.dtype), weight, offsets, self.grouped_gemm)
-{% else %}
-            """Each group of x times its expert's weight, transposed (it is out x in)."""
-            w = weight.transpose(-2, -1)
+            """Each group of x times its expert's weight (as in x out)."""
+            w = weight if self.in_out else weight.transpose(-2, -1)
             return grouped_matmul(x.to(w.dtype), w, offsets, self.grouped_gemm)
-{% endif %}
 
-{% if gpt_oss or plan.experts_lora %}
         def project(self, x, name: str, offsets, expert_of_row):
             """The projection of x (rows sorted by expert, expert_of_row[i] the expert of row i)."""
             y = DequantizedMatmul.apply(x, self, name, offsets)
-{% if gpt_oss %}
-            y = y + getattr(self, name + "_bias")[expert_of_row]
-{% endif %}
-{% if plan.experts_lora %}
+            if name in self.biased:
+                y = y + getattr(self, name + "_bias")[expert_of_row]
             if name in self.lora:
                 y = y + self.lora_delta(x, name, offsets)
-{% endif %}
             return y
-{% endif %}
 
         def forward(self, hidden_states, top_k_index, top_k_weights):
             tokens, top_k = top_k_index.shape
@@ -223,18 +212,12 @@ def experts_nf4_class():
             x = hidden_states[order // top_k]
             counts = torch.bincount(expert_of_row, minlength=self.num_experts)
             offsets = counts.cumsum(0).to(torch.int32)
-{% if gpt_oss or plan.experts_lora %}
             h = self.activation(self.project(x, "gate_up", offsets, expert_of_row))
             y = self.project(h, "down", offsets, expert_of_row)
-{% else %}
-            h = self.activation(DequantizedMatmul.apply(x, self, "gate_up", offsets))
-            y = DequantizedMatmul.apply(h, self, "down", offsets)
-{% endif %}
             y = y * top_k_weights.reshape(-1)[order].unsqueeze(-1).to(y.dtype)
             rows = torch.empty_like(y)
             rows[order] = y  # back to (token, choice) order; the sum is deterministic
             return rows.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
-{% if plan.experts_lora %}
 
         def add_lora(self, names, rank: int, alpha: float) -> None:
             """LoRA on projections ``names`` in PEFT's layout for fused experts: lora_A is
@@ -242,7 +225,7 @@ def experts_nf4_class():
             self.rank, self.scaling = rank, alpha / rank
             for name in names:
                 experts, *out_in = self.shapes[name]
-                d_in, d_out = {{ "out_in" if gpt_oss else "reversed(out_in)" }}
+                d_in, d_out = out_in if self.in_out else reversed(out_in)
                 device = getattr(self, name + "_nf4").device
                 pair = torch.nn.ModuleDict(
                     {
@@ -262,10 +245,20 @@ def experts_nf4_class():
             b = b.view(-1, self.rank, experts).permute(2, 1, 0).contiguous()  # experts x rank x out
             low = grouped_matmul(x, a, offsets, self.grouped_gemm)
             return self.scaling * grouped_matmul(low, b, offsets, self.grouped_gemm)
-{% endif %}
 
     return ExpertsNF4
-{% if plan.experts_lora %}
+
+
+def add_expert_lora(model, projections: list[str], rank: int, alpha: float) -> None:
+    """LoRA on the NF4 experts' ``projections`` (gate_up, down) of a PEFT model, saved with the
+    adapter as PEFT saves LoRA on transformers' fused experts: the adapter loads onto that
+    model."""
+    for module in model.modules():
+        if isinstance(module, experts_nf4_class()):
+            module.add_lora(projections, rank, alpha)
+    parameters = [f"mlp.experts.{p}_proj" for p in projections]
+    model.peft_config["default"].target_parameters = parameters
+    model.save_pretrained = functools.partial(save_with_expert_lora, model, model.save_pretrained)
 
 
 def expert_lora_weights(model) -> dict:
@@ -308,7 +301,6 @@ def load_expert_lora(model, folder: Path) -> None:
     with torch.no_grad():
         for name, weight in expert_lora_weights(model).items():
             weight.copy_(saved[name])
-{% endif %}
 
 
 def frozen(module, name: str, tensor, device, dtype) -> None:
@@ -322,9 +314,9 @@ def frozen(module, name: str, tensor, device, dtype) -> None:
     module.get_submodule(owner).register_parameter(attribute, parameter)
 
 
-def load_layer(layer, tensors: dict, device, dtype) -> tuple[int, int]:
+def load_layer(layer, tensors: dict, gpt_oss: bool, device, dtype) -> tuple[int, int]:
     """One decoder layer from its checkpoint tensors (names relative to the layer): linear layers
-    and experts to NF4, the rest in DTYPE{{ " (norms, router, attention sinks)" if gpt_oss else " (norms, router)" }}.
+    and experts to NF4, the rest in ``dtype`` (norms, router; gpt-oss's attention sinks).
     Returns how many linear layers and expert stacks it quantized."""
     import torch
 
@@ -337,22 +329,24 @@ def load_layer(layer, tensors: dict, device, dtype) -> tuple[int, int]:
             linears += 1
     experts = getattr(layer.mlp, "experts", None)  # None: a layer with a dense MLP
     if experts is not None:
-{% if gpt_oss %}
-        activation = functools.partial(expert_activation, alpha=experts.alpha, limit=experts.limit)
-{% else %}
-        activation = functools.partial(expert_activation, act_fn=experts.act_fn)
-{% endif %}
-        weights = expert_weights(tensors, device, dtype)
-        layer.mlp.experts = ExpertsNF4(weights, activation, device, dtype)
+        if gpt_oss:
+            activation = functools.partial(
+                gpt_oss_activation, alpha=experts.alpha, limit=experts.limit
+            )
+            weights = gpt_oss_expert_weights(tensors, device, dtype)
+        else:
+            activation = functools.partial(qwen3_moe_activation, act_fn=experts.act_fn)
+            weights = qwen3_moe_expert_weights(tensors, device, dtype)
+        layer.mlp.experts = ExpertsNF4(weights, activation, gpt_oss, device, dtype)
     for name, tensor in tensors.items():
         frozen(layer, name, tensor, device, dtype)
     return linears, 0 if experts is None else 2
 
 
-def load_model(on_gpu: bool):
+def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | None, on_gpu: bool):
     """The model with NF4 decoder weights on the device, read from the checkpoint layer by layer:
     the 16-bit model is never in memory, host or GPU. Embeddings, norms, routers and lm_head stay
-    in DTYPE, as with bitsandbytes' loader."""
+    in ``dtype_name``, as with bitsandbytes' loader."""
     import resource
 
     import torch
@@ -360,39 +354,43 @@ def load_model(on_gpu: bool):
     from tqdm.auto import tqdm
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    dtype = getattr(torch, DTYPE)
+    dtype = getattr(torch, dtype_name)
     # each process holds its own copy on its own GPU (LOCAL_RANK under torchrun)
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if on_gpu else "cpu"
-    config = from_hub(functools.partial(AutoConfig.from_pretrained, BASE_MODEL), "the config")
-{% if gpt_oss %}
-    config.quantization_config = None  # the MXFP4 experts are read and dequantized below
-{% endif %}
+    load = functools.partial(AutoConfig.from_pretrained, base_model)
+    config = from_hub(load, "the config", base_model)
+    gpt_oss = config.model_type == "gpt_oss"
+    if gpt_oss:
+        config.quantization_config = None  # the MXFP4 experts are read and dequantized below
     with init_empty_weights():  # the model's parameters on the meta device: nothing allocated
         model = AutoModelForCausalLM.from_config(
-            config, dtype=dtype, attn_implementation=ATTN_IMPLEMENTATION
+            config, dtype=dtype, attn_implementation=attn_implementation
         )
-    files = checkpoint_files()
+    files = checkpoint_files(base_model)
     for name in [n for n in files if not n.startswith("model.layers.")]:  # embeddings, lm_head
         frozen(model, name, read_checkpoint([name], files)[name], device, dtype)
     linears = stacks = 0
     layers = model.model.layers  # a progress bar at a terminal: a large model takes minutes
-    for i, layer in enumerate(tqdm(layers, desc="quantizing layers", disable=not sys.stderr.isatty())):
+    for i, layer in enumerate(
+        tqdm(layers, desc="quantizing layers", disable=not sys.stderr.isatty())
+    ):
         prefix = f"model.layers.{i}."
         tensors = read_checkpoint([n for n in files if n.startswith(prefix)], files)
-        counts = load_layer(layer, {n[len(prefix) :]: t for n, t in tensors.items()}, device, dtype)
+        relative = {n[len(prefix) :]: t for n, t in tensors.items()}
+        counts = load_layer(layer, relative, gpt_oss, device, dtype)
         linears, stacks = linears + counts[0], stacks + counts[1]
-        del tensors
+        del tensors, relative
     if config.tie_word_embeddings:
         model.tie_weights()
     missing = [name for name, p in model.named_parameters() if p.is_meta]
     if missing:
-        sys.exit(f"error: the checkpoint of {BASE_MODEL} holds no {', '.join(missing[:5])}")
+        sys.exit(f"error: the checkpoint of {base_model} holds no {', '.join(missing[:5])}")
     model.to(device)  # the buffers (rotary frequencies) the meta model was built with
     model.is_loaded_in_4bit = True  # as bitsandbytes' loader marks it: peft uses its 4-bit LoRA
     model.config.use_cache = False  # the cache is for generation; training does not use it
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     grouped = "one grouped GEMM" if has_grouped_gemm(device, dtype) else "one expert at a time"
-    say(
+    print_main(
         f"NF4 weights: {linears} linear layers and {stacks} expert stacks ({grouped} per "
         f"projection); peak host memory while loading: {peak:.1f} GiB"
     )

@@ -1,4 +1,13 @@
-# --- the merged model: the base model with the adapter merged into it, --merge
+# ---- --merge: the base model with the adapter merged into its weights
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .model_files import checkpoint_files, print_main, read_checkpoint
+from .output_folder import STAGING, promote
 
 
 def lora_pairs(output_dir: Path) -> tuple[dict, float]:
@@ -18,11 +27,11 @@ def lora_pairs(output_dir: Path) -> tuple[dict, float]:
     return pairs, config["lora_alpha"] / config["r"]
 
 
-def merged_weight(name: str, weight, lora_a, lora_b, scaling: float, dtype):
+def merged_weight(name: str, weight, lora_a, lora_b, scaling: float, dtype, base_model: str):
     """weight + scaling * lora_B @ lora_A, computed in float32, in ``dtype``."""
     if not weight.is_floating_point() or weight.shape != (lora_b.shape[0], lora_a.shape[1]):
         sys.exit(
-            f"error: the checkpoint of {BASE_MODEL} holds {name} as {weight.dtype} "
+            f"error: the checkpoint of {base_model} holds {name} as {weight.dtype} "
             f"{tuple(weight.shape)}, and the adapter in --output-dir adapts a "
             f"{lora_b.shape[0]} x {lora_a.shape[1]} weight: --merge needs the 16-bit checkpoint "
             "the adapter was trained on"
@@ -41,13 +50,14 @@ def layer_groups(files: dict) -> list[list[str]]:
     return list(groups.values())
 
 
-def merge_adapter(output_dir: Path) -> None:
-    """output_dir/merged: BASE_MODEL in DTYPE with the adapter merged into its weights, with the
-    tokenizer and chat template, for from_pretrained and vLLM. The 16-bit checkpoint is read a
-    layer at a time (never the NF4 weights trained on), written into STAGING and renamed into
-    place. Tensors that are not floating point (gpt-oss's MXFP4 experts) are copied as they are,
-    and config.json's quantization_config with them. Under torchrun the main process merges,
-    once the others have left."""
+def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
+    """output_dir/merged: ``base_model`` in ``dtype_name`` with the adapter merged into its
+    weights, with the tokenizer and chat template, for from_pretrained and vLLM. The 16-bit
+    checkpoint is read a layer at a time (never the 4-bit weights trained on), written into
+    STAGING and renamed into place. Tensors that are not floating point (experts a checkpoint
+    ships quantized, such as MXFP4) are copied as they are, and config.json's
+    quantization_config with them. Under torchrun the main process merges, once the others have
+    left."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
     import resource
@@ -57,30 +67,32 @@ def merge_adapter(output_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     pairs, scaling = lora_pairs(output_dir)
-    files = checkpoint_files()
+    files = checkpoint_files(base_model)
     source = next(iter(files.values())).parent
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     quantization = (config.get("quantization_config") or {}).get("quant_method")
     if quantization not in (None, "mxfp4"):
-        sys.exit(f"error: --merge needs a 16-bit base_model, and {BASE_MODEL} is in {quantization}")
+        sys.exit(f"error: --merge needs a 16-bit base_model, and {base_model} is in {quantization}")
     unknown = sorted(set(pairs) - set(files))
     if unknown:
         sys.exit(
             f"error: the adapter in {output_dir} adapts {unknown[0]}, which the checkpoint of "
-            f"{BASE_MODEL} does not hold: it was trained on another base_model"
+            f"{base_model} does not hold: it was trained on another base_model"
         )
     staged = output_dir / STAGING / "merged"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
     groups = layer_groups(files)
-    say(f"merging the adapter into {BASE_MODEL}'s checkpoint, one layer at a time")
-    dtype, written, weight_map = getattr(torch, DTYPE), 0, {}
+    print_main(f"merging the adapter into {base_model}'s checkpoint, one layer at a time")
+    dtype, written, weight_map = getattr(torch, dtype_name), 0, {}
     for i, names in enumerate(groups, 1):
         file = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
         tensors = read_checkpoint(names, files)
         for name, tensor in tensors.items():
             if name in pairs:
-                tensors[name] = merged_weight(name, tensor, *pairs[name], scaling, dtype)
+                tensors[name] = merged_weight(
+                    name, tensor, *pairs[name], scaling, dtype, base_model
+                )
             elif tensor.is_floating_point():
                 tensors[name] = tensor.to(dtype)
             written += tensors[name].nbytes
@@ -89,9 +101,9 @@ def merge_adapter(output_dir: Path) -> None:
         del tensors
     index = {"metadata": {"total_size": written}, "weight_map": weight_map}
     (staged / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    config["dtype"] = DTYPE  # transformers 5's key; older configs name it torch_dtype
+    config["dtype"] = dtype_name  # transformers 5's key; older configs name it torch_dtype
     if "torch_dtype" in config:
-        config["torch_dtype"] = DTYPE
+        config["torch_dtype"] = dtype_name
     (staged / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     if (source / "generation_config.json").is_file():
         shutil.copyfile(source / "generation_config.json", staged / "generation_config.json")
@@ -100,7 +112,7 @@ def merge_adapter(output_dir: Path) -> None:
     shutil.rmtree(output_dir / STAGING)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     what = f", the experts kept in {quantization}" if quantization else ""
-    say(
-        f"merged {len(pairs)} LoRA pairs into {BASE_MODEL} in {DTYPE}{what}: "
+    print_main(
+        f"merged {len(pairs)} LoRA pairs into {base_model} in {dtype_name}{what}: "
         f"{output_dir / 'merged'}, {written / 2**30:.2f} GiB; peak host memory {peak:.1f} GiB"
     )

@@ -1,0 +1,119 @@
+# ---- libraries, the model's files, the device
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def print_main(message: str) -> None:
+    """Print on the main process only (rank 0 under torchrun or accelerate launch)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, flush=True)
+
+
+def require(*modules: str) -> None:
+    """Stop with one line when a library this run needs cannot be imported."""
+    import importlib
+
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        sys.exit(
+            f"error: this run needs {', '.join(missing)}, not installed here: install the "
+            f"dependencies listed at the top of this script (uv run {Path(sys.argv[0]).name} does)"
+        )
+
+
+def from_hub(load, what: str, base_model: str):
+    """``load()`` from a local folder or the Hugging Face cache, else from the Hub, saying so;
+    one line naming base_model when neither has it."""
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return load(local_files_only=True)
+    except OSError:  # not downloaded yet
+        pass
+    print_main(f"downloading {what} of {base_model} from the Hugging Face Hub")
+    try:
+        return load(local_files_only=False)
+    except (OSError, HFValidationError) as exc:
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        sys.exit(f"error: cannot load {what} of base_model {base_model!r}: {reason}")
+
+
+def load_tokenizer(base_model: str):
+    """The model's tokenizer, padding with its end-of-sequence token where it has no pad token."""
+    from transformers import AutoTokenizer
+
+    load = functools.partial(AutoTokenizer.from_pretrained, base_model)
+    tokenizer = from_hub(load, "the tokenizer", base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# the optimizers that need CUDA; on the CPU adamw_torch runs instead
+CUDA_OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "adamw_torch_fused")
+
+
+def check_device(dtype: str, optim: str, use_liger_kernel: bool, training: bool = True) -> bool:
+    """True on a CUDA GPU. Settings this machine cannot run stop here, naming the config key
+    (``training`` False: the model only generates, for --sample)."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    if dtype == "bfloat16" and on_gpu and not torch.cuda.is_bf16_supported():
+        sys.exit('error: this GPU has no bfloat16 support; set "dtype": "float16" in the config')
+    if dtype == "float16" and not on_gpu:
+        sys.exit('error: float16 training needs a CUDA GPU; set "dtype": "float32" in the config')
+    if not on_gpu and not training:
+        print_main("note: no CUDA GPU found: generating on the CPU")
+    elif not on_gpu:
+        print_main("note: no CUDA GPU found: training on the CPU, which suits only smoke tests")
+        if optim in CUDA_OPTIMIZERS:
+            print_main(f'note: "optim": "{optim}" needs CUDA; using adamw_torch on the CPU')
+        if use_liger_kernel:
+            print_main('note: "use_liger_kernel" needs CUDA; Liger kernels are off on the CPU')
+    return on_gpu
+
+
+def read_checkpoint(names, files: dict) -> dict:
+    """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
+    from safetensors import safe_open
+
+    tensors = {}
+    for file in sorted({files[name] for name in names}):
+        with safe_open(file, framework="pt") as f:
+            tensors |= {name: f.get_tensor(name) for name in names if files[name] == file}
+    return tensors
+
+
+def checkpoint_files(base_model: str) -> dict:
+    """Where each tensor of the model's safetensors checkpoint is: a local folder, else the
+    Hugging Face cache, else downloaded into it."""
+    from huggingface_hub import snapshot_download
+    from safetensors import safe_open
+
+    folder = Path(base_model)
+    if not folder.is_dir():
+        # the checkpoint at the top of the repository only ("*" would match original/ too)
+        wanted = ["config.json", "generation_config.json", "model*.safetensors*"]
+        download = functools.partial(snapshot_download, base_model, allow_patterns=wanted)
+        folder = Path(from_hub(download, "the weights", base_model))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {name: folder / file for name, file in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        sys.exit(
+            f"error: {folder} holds no model.safetensors: base_model needs safetensors weights"
+        )
+    with safe_open(single, framework="pt") as f:
+        return dict.fromkeys(f.keys(), single)
