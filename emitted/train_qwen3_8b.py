@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 938bdda2dbb85d8a12e5335e36d1d9312c89de02ca2761635513f5b598c98ad2
+# mhgen-body-sha256: c7848bac6c2442574fa85792a367431285346acd60bc3e7994b6376d2448d344
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -27,18 +27,19 @@ Notes:
         4 accumulation, 2048 tokens.
     best_for: Quick iteration.
 
-    python train_qwen3_8b.py --dry-run             # check the data and training text
-    python train_qwen3_8b.py                       # train (--resume continues a run)
-    python train_qwen3_8b.py --sample 4            # replies to 4 held-out prompts
-    python train_qwen3_8b.py --merge               # base + adapter into OUTPUT_DIR/merged
-    torchrun --nproc-per-node 4 train_qwen3_8b.py  # train on 4 GPUs with DDP
---sample and --merge run after training, or alone on a finished run.
+Train on one GPU, or with torchrun on 4 (DDP):
+    python train_qwen3_8b.py
+    torchrun --nproc-per-node 4 train_qwen3_8b.py
+Either takes --resume (continue from the last checkpoint), --dry-run (check the data and the
+training text, loading no model), --sample 4 (the adapter's replies to 4 held-out prompts) and
+--merge (the base model with the adapter merged in); both also run alone on a finished run.
 
 Effective batch: 2 per device x 4 accumulation steps x the number of GPUs.
 """
 
 import argparse
 import collections
+import contextlib
 import functools
 import hashlib
 import json
@@ -255,7 +256,7 @@ def tokenize(tokenizer, messages: list[dict], tools: list[dict] | tuple = ()) ->
 # --- model + LoRA
 def load_model(on_gpu: bool):
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, DTYPE)
     load = functools.partial(
@@ -263,15 +264,7 @@ def load_model(on_gpu: bool):
         BASE_MODEL,
         dtype=dtype,
         attn_implementation=ATTN_IMPLEMENTATION,
-        # Linear layers in NF4; embeddings, norms and lm_head stay in DTYPE (no fp32 upcast:
-        # LoRA's own weights train in fp32, and the frozen ones need no more than DTYPE)
-        quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,  # quantizes the quantization constants too
-            bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_quant_storage=dtype,
-        ),
+        quantization_config=nf4_config(dtype),  # linear layers in NF4, the rest in DTYPE
         # each process holds its own copy on its own GPU (LOCAL_RANK under torchrun)
         device_map={"": int(os.environ.get("LOCAL_RANK", "0"))} if on_gpu else "cpu",
         use_cache=False,  # the cache is for generation; training does not use it
@@ -308,7 +301,7 @@ def load_trained(output_dir: Path):
 def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bool):
     from trl import SFTConfig
 
-    optim = OPTIM if on_gpu else "adamw_torch"  # paged_adamw_8bit needs CUDA
+    optim = OPTIM if on_gpu else "adamw_torch"  # OPTIM needs CUDA
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=NUM_TRAIN_EPOCHS,
@@ -399,7 +392,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: fac23d997df78ae2644585d774012b6edd4606dfcccbdc348886c237e2157500
+# runtime sha256: 8fed556fee10bdd449774a779ace8db623aad569c9871b0d5e853a793b79579f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1100,6 +1093,8 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
         shutil.rmtree(staging)  # the same tokens, made by another run first: those are used
     if is_lines_file(source.path):  # its lines: the tokens are made
         shutil.rmtree(cache / "lines" / fingerprint_name(source), ignore_errors=True)
+        with contextlib.suppress(OSError):  # another run's lines may be there: they stay
+            (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
     print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
     print_main(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")
@@ -1320,6 +1315,22 @@ def check_device(dtype: str, optim: str, use_liger_kernel: bool, training: bool 
     return on_gpu
 
 
+def nf4_config(dtype):
+    """bitsandbytes' 4-bit settings for a QLoRA base model: every linear layer in NF4 with its
+    quantization constants quantized too (double quantization), computing and stored in
+    ``dtype``; embeddings, norms and lm_head stay in ``dtype`` (no float32 upcast: LoRA's own
+    weights train in float32, and the frozen ones need no more)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_quant_storage=dtype,
+    )
+
+
 def read_checkpoint(names, files: dict) -> dict:
     """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
     from safetensors import safe_open
@@ -1533,7 +1544,10 @@ def finished_run(output_dir: Path, config_sha256: str) -> bool:
 def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge: bool) -> None:
     """Stop before anything loads if output_dir's disk cannot hold what the run writes: to
     train, the ``keep`` checkpoints it keeps, one more while it is written, and the adapter; to
-    merge, the merged model. ``disk_bytes``: their sizes ("checkpoint", "adapter", "merged")."""
+    merge, the merged model. ``disk_bytes``: their sizes ("checkpoint", "adapter", "merged"),
+    None where mhgen knows no shape for the model (then nothing is checked)."""
+    if disk_bytes is None:
+        return
     writes = {}
     if train:
         size = f"{disk_bytes['checkpoint'] / 2**30:.2f} GiB"
@@ -1580,9 +1594,9 @@ class NotFinite(Exception):
 
 
 def report_to(reporter: str, output_dir: Path) -> str:
-    """Where the trainer sends its curves (report_to), saying where to look at them; TensorBoard
-    only where it is installed (it is optional unless the config names it: then the run
-    required it)."""
+    """Where the trainer sends its curves (report_to), saying where to look at them.
+    TensorBoard only where it is installed: it is optional unless the config names it, and then
+    the run requires it before it starts."""
     import importlib.util
 
     if reporter == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
@@ -1911,9 +1925,9 @@ SAMPLE_MAX_NEW_TOKENS = 256  # a sampled reply is cut after this many tokens
 def held_out_conversations(
     data: DataSource, evaluation: DataSource | None, held_out, count: int
 ) -> tuple[str, list[dict]]:
-    """The first ``count`` held-out conversations, and what they are: the evaluation data's,
-    else those of the ``held_out`` examples (the evaluation split's, found by their rows), else
-    the training data's first."""
+    """The first ``count`` held-out conversations, and what they are: the evaluation data's, else
+    those of the ``held_out`` examples (the evaluation split's, found by their rows), else
+    the first conversations of the training data."""
     if evaluation is not None:
         return f"the first rows of {data_name(evaluation)}", first_conversations(evaluation, count)
     if held_out is None:

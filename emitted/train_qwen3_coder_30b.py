@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 00808a56c4a040953313c20fcd9d5fed9b922e14a890c1ae07058df4b81bf078
+# mhgen-body-sha256: cd09bf356cce685382e54342bc4640d242babc49ba4256c5263c37edbe66866c
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -29,18 +29,19 @@ Notes:
         takes about 4 GB of host RAM: the script reads the checkpoint one layer at a time.
     best_for: Code generation.
 
-    python train_qwen3_coder_30b.py --dry-run             # check the data and training text
-    python train_qwen3_coder_30b.py                       # train (--resume continues a run)
-    python train_qwen3_coder_30b.py --sample 4            # replies to 4 held-out prompts
-    python train_qwen3_coder_30b.py --merge               # base + adapter into OUTPUT_DIR/merged
-    torchrun --nproc-per-node 4 train_qwen3_coder_30b.py  # train on 4 GPUs with DDP
---sample and --merge run after training, or alone on a finished run.
+Train on one GPU, or with torchrun on 4 (DDP):
+    python train_qwen3_coder_30b.py
+    torchrun --nproc-per-node 4 train_qwen3_coder_30b.py
+Either takes --resume (continue from the last checkpoint), --dry-run (check the data and the
+training text, loading no model), --sample 4 (the adapter's replies to 4 held-out prompts) and
+--merge (the base model with the adapter merged in); both also run alone on a finished run.
 
 Effective batch: 4 per device x 4 accumulation steps x the number of GPUs.
 """
 
 import argparse
 import collections
+import contextlib
 import functools
 import hashlib
 import json
@@ -311,7 +312,7 @@ def load_trained(output_dir: Path):
 def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bool):
     from trl import SFTConfig
 
-    optim = OPTIM if on_gpu else "adamw_torch"  # paged_adamw_8bit needs CUDA
+    optim = OPTIM if on_gpu else "adamw_torch"  # OPTIM needs CUDA
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=NUM_TRAIN_EPOCHS,
@@ -405,7 +406,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: fac23d997df78ae2644585d774012b6edd4606dfcccbdc348886c237e2157500
+# runtime sha256: 8fed556fee10bdd449774a779ace8db623aad569c9871b0d5e853a793b79579f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1106,6 +1107,8 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
         shutil.rmtree(staging)  # the same tokens, made by another run first: those are used
     if is_lines_file(source.path):  # its lines: the tokens are made
         shutil.rmtree(cache / "lines" / fingerprint_name(source), ignore_errors=True)
+        with contextlib.suppress(OSError):  # another run's lines may be there: they stay
+            (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
     print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
     print_main(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")
@@ -1326,6 +1329,22 @@ def check_device(dtype: str, optim: str, use_liger_kernel: bool, training: bool 
     return on_gpu
 
 
+def nf4_config(dtype):
+    """bitsandbytes' 4-bit settings for a QLoRA base model: every linear layer in NF4 with its
+    quantization constants quantized too (double quantization), computing and stored in
+    ``dtype``; embeddings, norms and lm_head stay in ``dtype`` (no float32 upcast: LoRA's own
+    weights train in float32, and the frozen ones need no more)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_quant_storage=dtype,
+    )
+
+
 def read_checkpoint(names, files: dict) -> dict:
     """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
     from safetensors import safe_open
@@ -1539,7 +1558,10 @@ def finished_run(output_dir: Path, config_sha256: str) -> bool:
 def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge: bool) -> None:
     """Stop before anything loads if output_dir's disk cannot hold what the run writes: to
     train, the ``keep`` checkpoints it keeps, one more while it is written, and the adapter; to
-    merge, the merged model. ``disk_bytes``: their sizes ("checkpoint", "adapter", "merged")."""
+    merge, the merged model. ``disk_bytes``: their sizes ("checkpoint", "adapter", "merged"),
+    None where mhgen knows no shape for the model (then nothing is checked)."""
+    if disk_bytes is None:
+        return
     writes = {}
     if train:
         size = f"{disk_bytes['checkpoint'] / 2**30:.2f} GiB"
@@ -1586,9 +1608,9 @@ class NotFinite(Exception):
 
 
 def report_to(reporter: str, output_dir: Path) -> str:
-    """Where the trainer sends its curves (report_to), saying where to look at them; TensorBoard
-    only where it is installed (it is optional unless the config names it: then the run
-    required it)."""
+    """Where the trainer sends its curves (report_to), saying where to look at them.
+    TensorBoard only where it is installed: it is optional unless the config names it, and then
+    the run requires it before it starts."""
     import importlib.util
 
     if reporter == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
@@ -1917,9 +1939,9 @@ SAMPLE_MAX_NEW_TOKENS = 256  # a sampled reply is cut after this many tokens
 def held_out_conversations(
     data: DataSource, evaluation: DataSource | None, held_out, count: int
 ) -> tuple[str, list[dict]]:
-    """The first ``count`` held-out conversations, and what they are: the evaluation data's,
-    else those of the ``held_out`` examples (the evaluation split's, found by their rows), else
-    the training data's first."""
+    """The first ``count`` held-out conversations, and what they are: the evaluation data's, else
+    those of the ``held_out`` examples (the evaluation split's, found by their rows), else
+    the first conversations of the training data."""
     if evaluation is not None:
         return f"the first rows of {data_name(evaluation)}", first_conversations(evaluation, count)
     if held_out is None:
@@ -2321,7 +2343,7 @@ def load_seeded(load, seed: int, out_of_memory):
 
 
 # ==== mhgen runtime 0.5.0, 4-bit experts: the same in every mixture-of-experts script ====
-# runtime sha256: 21f75ddd40843c6a2f17c68943097e6ec8f691edfc1c9f92b9a4363acf7ca824
+# runtime sha256: a64b956c92a6196df541a87589a3ceb8dbba97f444f83df06d5aaa8ec20566f3
 
 
 # ---- 4-bit weights for a mixture-of-experts model (gpt-oss, Qwen3-MoE)
@@ -2410,8 +2432,8 @@ def gpt_oss_expert_weights(tensors: dict, device, dtype):
     """A gpt-oss layer's experts from its checkpoint tensors: (gate_up, down), each (weight,
     bias), weights as transformers keeps them, (experts x in x out), on ``device`` in ``dtype``.
     The official checkpoint holds them in MXFP4 (32 four-bit values sharing a power-of-two
-    scale), dequantized here on the device with transformers' own unpacking; a 16-bit checkpoint
-    is read as it is."""
+    scale), dequantized here on the device with transformers' own unpacking; the weights of a
+    16-bit checkpoint are read as they are."""
     from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
     projections = []
@@ -2570,8 +2592,8 @@ def experts_nf4_class():
 
 def add_expert_lora(model, projections: list[str], rank: int, alpha: float) -> None:
     """LoRA on the NF4 experts' ``projections`` (gate_up, down) of a PEFT model, saved with the
-    adapter as PEFT saves LoRA on transformers' fused experts: the adapter loads onto that
-    model."""
+    adapter as PEFT saves LoRA on transformers' fused experts, so that the adapter loads onto
+    transformers' own model."""
     for module in model.modules():
         if isinstance(module, experts_nf4_class()):
             module.add_lora(projections, rank, alpha)

@@ -7,6 +7,7 @@ several processes check them."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -48,6 +49,19 @@ def emitted_module(tmp_path, model, **settings):
     return emitted(tmp_path, model, system_prompt="Be kind.", max_seq_length=MAX, **settings)
 
 
+def source(script, path):
+    """The DataSource main() makes of ``path`` (as --data)."""
+    return script["DataSource"](
+        path, script["DATASET_SPLIT"], script["DATASET_SUBSET"], script["to_conversation"]
+    )
+
+
+def tokenized(script, tokenizer, data, cache):
+    """The script's tokenized(), called as main() calls it: (examples, length profile)."""
+    tokens = functools.partial(script["tokenize"], tokenizer)
+    return script["tokenized"](source(script, data), tokens, cache, script["MAX_SEQ_LENGTH"])
+
+
 @pytest.fixture(scope="module")
 def tokenizers():
     from mhgen.tiny import build_tokenizer
@@ -80,8 +94,8 @@ def test_the_examples_are_each_row_tokenized_on_its_own(tmp_path, tokenizers, mo
     tokenizer = tokenizers[FORMATS[model]]
     data = tmp_path / "train.jsonl"
     write_rows(data, rows())
-    script["check_rows"](data, tmp_path / "cache")
-    examples, profile = script["tokenized"](tokenizer, data, tmp_path / "cache")
+    script["check_rows"](source(script, data), tmp_path / "cache")
+    examples, profile = tokenized(script, tokenizer, data, tmp_path / "cache")
     want, cut, dropped = expected(script, tokenizer, rows())
     assert as_lists(examples) == want
     assert profile["examples"] == 14 and profile["kept"] == len(want) == len(examples)
@@ -100,8 +114,8 @@ def test_several_processes_give_the_same_examples(tmp_path, tokenizers):
     write_rows(data, rows() * 3)
     results = []
     for script, cache in ((one, tmp_path / "c1"), (two, tmp_path / "c2")):
-        script["check_rows"](data, cache)
-        results.append(script["tokenized"](tokenizers["chatml"], data, cache))
+        script["check_rows"](source(script, data), cache)
+        results.append(tokenized(script, tokenizers["chatml"], data, cache))
     assert as_lists(results[0][0]) == as_lists(results[1][0])
     assert results[0][1] == results[1][1]
 
@@ -114,14 +128,14 @@ def test_the_cache_is_reused_and_rebuilt_when_what_decides_the_tokens_changes(tm
     write_rows(data, rows())
     tokenizer = tokenizers["chatml"]
     said = []
-    script["say"] = said.append
+    script["print_main"] = said.append
     folders = set()
 
     def tokenize_again() -> bool:
         """Whether tokenized() made the tokens anew (rather than taking them from the cache)."""
         said.clear()
-        script["check_rows"](data, cache)
-        script["tokenized"](tokenizer, data, cache)
+        script["check_rows"](source(script, data), cache)
+        tokenized(script, tokenizer, data, cache)
         folders.add(said[-1].split()[2])
         return "a later run on the same data reuses it" in said[-1]
 
@@ -130,9 +144,9 @@ def test_the_cache_is_reused_and_rebuilt_when_what_decides_the_tokens_changes(tm
     assert "made by an earlier run on the same data; safe to delete" in said[-1]
     write_rows(data, rows()[:-1])  # the data
     assert tokenize_again()
-    script["MAX_SEQ_LENGTH"] = MAX + 1  # a setting tokenize_rows reads
+    script["MAX_SEQ_LENGTH"] = MAX + 1  # the cut (main passes it to tokenized as max_length)
     assert tokenize_again()
-    script["SYSTEM_PROMPT"] = "Be blunt."  # one that a function it calls reads
+    script["SYSTEM_PROMPT"] = "Be blunt."  # a setting that to_conversation reads
     assert tokenize_again()
     tokenizer = build_tokenizer("chatml")
     tokenizer.add_tokens(["<|new|>"])  # the tokenizer
@@ -182,5 +196,5 @@ def test_a_file_with_no_examples_says_so(tmp_path, content):
     data = tmp_path / "train.jsonl"
     data.write_text(content)
     with pytest.raises(SystemExit) as stopped:
-        script["check_rows"](data, tmp_path / "cache")
+        script["check_rows"](source(script, data), tmp_path / "cache")
     assert str(stopped.value) == f"error: {data}: no examples"

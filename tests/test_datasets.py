@@ -6,6 +6,7 @@ split and row number before anything loads, and --resume follows the content."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -58,9 +59,16 @@ def hub_folder(root: Path, train: list[dict], test: list[dict]) -> Path:
     return root
 
 
+def source(script, path: Path, split: str = "train"):
+    """The DataSource main() makes of ``path`` (as --data) and ``split``."""
+    return script["DataSource"](path, split, script["DATASET_SUBSET"], script["to_conversation"])
+
+
 def tokens_of(script, tokenizer, data: Path, cache: Path, split: str = "train") -> list[dict]:
-    script["check_rows"](data, cache, split)
-    return as_lists(script["tokenized"](tokenizer, data, cache, split)[0])
+    data = source(script, data, split)
+    script["check_rows"](data, cache)
+    tokens = functools.partial(script["tokenize"], tokenizer)
+    return as_lists(script["tokenized"](data, tokens, cache, script["MAX_SEQ_LENGTH"])[0])
 
 
 def test_every_source_gives_the_examples_its_rows_give_as_jsonl(tmp_path, tokenizer):
@@ -97,7 +105,7 @@ def test_a_csv_of_instructions(tmp_path, tokenizer):
     write_rows(jsonl, rows)
     got = tokens_of(script, tokenizer, data, tmp_path / "c1")
     assert got == tokens_of(script, tokenizer, jsonl, tmp_path / "c2")
-    assert script["first_conversations"](data, 2)[1]["messages"][-2:] == [
+    assert script["first_conversations"](source(script, data), 2)[1]["messages"][-2:] == [
         {"role": "user", "content": "Say hello."},
         {"role": "assistant", "content": "Hello!"},
     ]
@@ -123,7 +131,9 @@ def test_tools_kept_as_a_json_string_in_a_table(tmp_path, tokenizer):
     assert tokens_of(script, tokenizer, data, tmp_path / "c1") == tokens_of(
         script, tokenizer, jsonl, tmp_path / "c2"
     )
-    assert "<tools>" in script["format_conversation"](**script["first_conversations"](data, 1)[0])
+    assert "<tools>" in script["format_conversation"](
+        **script["first_conversations"](source(script, data), 1)[0]
+    )
 
 
 def test_bad_rows_are_named_by_source_split_and_row(tmp_path, capsys):
@@ -131,14 +141,14 @@ def test_bad_rows_are_named_by_source_split_and_row(tmp_path, capsys):
     unanswered = {"messages": [{"role": "user", "content": "hi"}]}
     folder = hub_folder(tmp_path / "folder", GOOD, [*GOOD[:2], unanswered, GOOD[0], unanswered])
     with pytest.raises(SystemExit) as stopped:
-        script["check_rows"](folder, tmp_path / "cache", "test")
+        script["check_rows"](source(script, folder, "test"), tmp_path / "cache")
     problem = "the conversation must end with an assistant reply"
     assert str(stopped.value).splitlines() == [
         f"{folder} (test split) row 2: {problem}",
         f"{folder} (test split) row 4: {problem}",
     ]
     with pytest.raises(SystemExit) as stopped:
-        script["check_rows"](folder, tmp_path / "cache", "validation")
+        script["check_rows"](source(script, folder, "validation"), tmp_path / "cache")
     assert str(stopped.value) == (
         f"error: cannot read the data {folder} (validation split): Unknown split "
         "\"validation\". Should be one of ['train', 'test']."
@@ -146,7 +156,7 @@ def test_bad_rows_are_named_by_source_split_and_row(tmp_path, capsys):
     data = tmp_path / "train.parquet"
     write_parquet(data, [{"text": "hello"}])
     with pytest.raises(SystemExit) as stopped:
-        script["check_rows"](data, tmp_path / "cache")
+        script["check_rows"](source(script, data), tmp_path / "cache")
     assert str(stopped.value) == (
         f"{data} row 0: keys text: expected messages, prompt + completion, instruction + "
         "output, or conversations (ShareGPT)"
@@ -158,7 +168,7 @@ def test_a_hub_id_found_neither_here_nor_in_the_cache(tmp_path, monkeypatch):
     script = emitted(tmp_path, "Qwen/Qwen3-8B")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        script["check_rows"](Path("nobody/nothing"), tmp_path / "cache")
+        script["check_rows"](source(script, Path("nobody/nothing")), tmp_path / "cache")
     assert str(stopped.value).startswith(
         "error: cannot read the data nobody/nothing (train split): no such file or folder here, "
         "and none on the Hugging Face Hub: "
@@ -166,7 +176,7 @@ def test_a_hub_id_found_neither_here_nor_in_the_cache(tmp_path, monkeypatch):
     assert "\n" not in str(stopped.value)
     # a missing JSONL file is still named as one, whatever its path looks like
     with pytest.raises(SystemExit) as stopped:
-        script["check_rows"](Path("data/train.jsonl"), tmp_path / "cache")
+        script["check_rows"](source(script, Path("data/train.jsonl")), tmp_path / "cache")
     assert str(stopped.value) == (
         "error: data/train.jsonl: no such data file (set dataset_path in the config, or --data)"
     )
@@ -176,10 +186,10 @@ def test_the_check_names_the_shapes_it_found(tmp_path, capsys):
     script = emitted(tmp_path, "Qwen/Qwen3-8B")
     data = tmp_path / "train.parquet"
     write_parquet(data, [*GOOD, *GOOD[:3]])
-    script["check_rows"](data, tmp_path / "cache")
+    script["check_rows"](source(script, data), tmp_path / "cache")
     jsonl = tmp_path / "train.jsonl"
     write_rows(jsonl, [PROMPTS[0], "", *GOOD[:2], PROMPTS[1]])
-    script["check_rows"](jsonl, tmp_path / "cache")
+    script["check_rows"](source(script, jsonl), tmp_path / "cache")
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data: ")]
     assert [line.rsplit(", checked in ", 1)[0] for line in said] == [
         f"data: {data}: 9 rows (9 messages)",
@@ -190,13 +200,13 @@ def test_the_check_names_the_shapes_it_found(tmp_path, capsys):
 def test_the_fingerprint_follows_the_content_and_the_split(tmp_path):
     script = emitted(tmp_path, "Qwen/Qwen3-8B")
     folder = hub_folder(tmp_path / "folder", GOOD, GOOD[:2])
-    train, test = (script["fingerprint"](folder, split) for split in ("train", "test"))
+    train, test = (script["fingerprint"](source(script, folder, s)) for s in ("train", "test"))
     assert train.startswith("datasets:") and train != test
-    script["loaded"].cache_clear()  # a new run
-    assert script["fingerprint"](folder, "train") == train
+    script["load_table"].cache_clear()  # a new run
+    assert script["fingerprint"](source(script, folder)) == train
     write_parquet(folder / "data" / "train-00000-of-00001.parquet", GOOD[:-1])
-    script["loaded"].cache_clear()
-    assert script["fingerprint"](folder, "train") not in (train, test)
+    script["load_table"].cache_clear()
+    assert script["fingerprint"](source(script, folder)) not in (train, test)
 
 
 def test_training_on_a_dataset_folder_with_its_test_split_for_evaluation(tmp_path):
@@ -290,7 +300,7 @@ def test_a_folder_written_by_save_to_disk(tmp_path, tokenizer):
     assert tokens_of(script, tokenizer, tmp_path / "one", tmp_path / "c1") == want
     assert tokens_of(script, tokenizer, tmp_path / "splits", tmp_path / "c2") == want
     with pytest.raises(SystemExit) as stopped:
-        script["check_rows"](tmp_path / "splits", tmp_path / "c3", "test")
+        script["check_rows"](source(script, tmp_path / "splits", "test"), tmp_path / "c3")
     assert str(stopped.value) == f"error: {tmp_path / 'splits'} has no split 'test' (it has train)"
 
 
@@ -298,7 +308,7 @@ def test_a_missing_table_file_is_named_as_missing(tmp_path, monkeypatch):
     script = emitted(tmp_path, "Qwen/Qwen3-8B")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        script["check_rows"](Path("data/train.parquet"), tmp_path / "cache")
+        script["check_rows"](source(script, Path("data/train.parquet")), tmp_path / "cache")
     assert str(stopped.value) == (
         "error: data/train.parquet: no such data file (set dataset_path in the config, or --data)"
     )

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
+import json
 import re
 
 import pytest
 
 from conftest import ETC, MINIMAL, write_config
+from mhgen.diagnostics import ConfigError
 from mhgen.pipeline import compile_config
 
 # configs that between them take every branch of the templates
@@ -94,15 +97,15 @@ def test_every_constant_is_read_by_the_code(tmp_path):
 
 def test_a_choice_made_at_compile_time_is_named_as_one(tmp_path):
     for name, text in texts(tmp_path):
-        block = text.split("# --- compiled in:")[1].split("\n\n")[0]
-        keys = [line.split(":")[0] for line in block.splitlines()[2:]]
+        recipe = parts(text)[0]
+        line = recipe.split("\n# compiled in: ")[1].split("\n\n")[0].replace("\n# ", " ")
+        keys = [item.split(":")[0] for item in line.split(", ")]
         assert keys == [
-            "# chat_template",
-            "# dataset_format",
-            "# load_in_4bit",
-            "# batching",
-            "# distributed_strategy",
-            "# num_processes",
+            "chat_template",
+            "dataset_format",
+            "load_in_4bit",
+            "batching",
+            "distributed_strategy",
         ], name
         for key in ("CHAT_FORMAT", "DATASET_FORMAT", "LOAD_IN_4BIT", "BATCHING", "NUM_PROCESSES"):
             assert f"\n{key} = " not in text, (name, key)
@@ -122,40 +125,173 @@ def test_the_wart_finder_finds_warts():
     assert not warts("    # a sentence that ends here.\n    # Another one.\n")
 
 
+def parts(text: str) -> tuple[str, str, str]:
+    """(recipe, runtime, 4-bit experts block) of a script, each without its boundary comment;
+    "" for a block it does not have. Fails where a boundary is missing or out of place."""
+    recipe, _, rest = text.partition("\n# ==== mhgen runtime ")
+    assert rest, "no runtime boundary"
+    core_head, _, core = rest.partition("\n")
+    assert core_head.endswith("the same in every script this version writes ====")
+    core, _, experts = core.partition("\n# ==== mhgen runtime ")
+    if experts:
+        assert experts.split("\n")[0].endswith(
+            "4-bit experts: the same in every mixture-of-experts script ===="
+        )
+        experts = experts.split("\n", 1)[1]
+    return recipe, core, experts
+
+
+def block_body(block: str) -> str:
+    """A runtime block without its sha256 line, and without the script's last lines (the call
+    of main) where it is the last block."""
+    sha_line, _, body = block.partition("\n")
+    assert sha_line.startswith("# runtime sha256: ")
+    return body.split('\n\n\nif __name__ == "__main__":')[0].strip("\n")
+
+
+def test_the_recipe_comes_first_and_main_is_called_last(tmp_path):
+    for name, text in texts(tmp_path):
+        recipe, core, _ = parts(text)
+        assert "\ndef main() -> None:" in recipe, name
+        assert "def main(" not in core, name
+        assert text.endswith('\n\n\nif __name__ == "__main__":\n    main()\n'), name
+
+
+def test_each_block_names_the_sha256_of_its_own_text(tmp_path):
+    for name, text in texts(tmp_path):
+        for block in parts(text)[1:]:
+            if not block:
+                continue
+            sha_line, _, body = block.partition("\n")
+            body = body.split('\n\n\nif __name__ == "__main__":')[0].strip("\n") + "\n"
+            assert sha_line == "# runtime sha256: " + hashlib.sha256(body.encode()).hexdigest(), (
+                name
+            )
+
+
+# what flips between variants of a config: each changes the recipe only
+FLIPS = {
+    "dataset_format": "sharegpt",
+    "report_to": "none",
+    "batching": "padded",
+    "load_in_4bit": False,
+    "distributed_strategy": "fsdp",
+    "eval_split": 0.1,
+    "eval_dataset_path": "data/eval.jsonl",
+}
+
+
+def test_the_runtime_is_the_same_bytes_in_every_script(tmp_path):
+    """The runtime block is identical in every shipped script and every variant of them; the
+    4-bit experts block is identical in every script that has one (gpt-oss and Qwen3-MoE)."""
+    cores, experts = set(), set()
+    configs = [json.loads(path.read_text()) for path in SHIPPED]
+    for number, config in enumerate(configs):
+        variants = [{}, *({key: value} for key, value in FLIPS.items())]
+        for k, flip in enumerate(variants):
+            settings = {k: v for k, v in config.items() if k != "$schema"} | flip
+            path = write_config(tmp_path, settings, f"v{number}-{k}.json")
+            try:
+                _, core, moe = parts(compile_config(path).text)
+            except ConfigError:  # fsdp with 4-bit experts: refused
+                continue
+            cores.add(block_body(core))
+            if moe:
+                experts.add(block_body(moe))
+    for _name, text in texts(tmp_path):  # every format and family, experts LoRA among them
+        _, core, moe = parts(text)
+        cores.add(block_body(core))
+        if moe:
+            experts.add(block_body(moe))
+    assert len(cores) == 1
+    assert len(experts) == 1
+
+
+# lines above the runtime boundary, per shipped config
+RECIPE_LINES = {"qwen3-8b": 400, "qwen3-coder-30b": 450, "gpt-oss-20b": 500}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_LINES))
+def test_the_recipe_is_short(name):
+    recipe = parts(compile_config(ETC / f"training-{name}.json").text)[0]
+    assert len(recipe.splitlines()) <= RECIPE_LINES[name]
+
+
 def test_only_what_the_format_needs(tmp_path):
-    by_name = dict(texts(tmp_path))
+    """Each recipe holds its own chat format's code and no other's."""
+    by_name = {name: parts(text)[0] for name, text in texts(tmp_path)}
     coder = by_name["training-qwen3-coder-30b"]
     qwen3 = by_name["training-qwen3-8b"]
     oss = by_name["training-gpt-oss-20b"]
-    normalise = 'message.pop("reasoning_content")'  # data's reasoning, for a format that has it
+    normalise = "with_thinking("  # data's reasoning, for a format that has it
     assert normalise in qwen3 and normalise in oss and normalise not in coder
     assert "def template_messages" in qwen3  # Qwen3's template reads reasoning_content
     # a tool call's arguments as an object, for the templates that read them so (not Qwen3's)
-    assert "def call_arguments" in coder and "call_arguments(c)" in oss
+    assert "call_arguments(c)" in coder and "call_arguments(c)" in oss
     assert "call_arguments(c)" not in qwen3
     assert "def typescript_type" in oss and "typescript_type" not in coder + qwen3
     assert "def xml_tools" in coder and "xml_tools" not in oss + qwen3
     assert "def split_thinking" in qwen3 and "split_thinking" not in coder
-    # a Qwen3-MoE projection without a bias or LoRA is one call, not a helper around it
-    assert "def project(" not in coder and "def project(" in by_name["coder-experts"]
 
 
-def changed_lines(a: str, b: str) -> int:
-    diff = difflib.unified_diff(a.splitlines(), b.splitlines(), n=0, lineterm="")
-    return sum(1 for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+def changed_lines(a: str, b: str) -> list[str]:
+    """The lines of ``a`` that a diff replaces or removes, and the lines of ``b`` added beyond
+    those (a replaced line counts once), without the hash lines (the seal, the config's sha256
+    in the header and constants), which always differ."""
+    changed = []
+    lines_a, lines_b = a.splitlines(), b.splitlines()
+    matcher = difflib.SequenceMatcher(None, lines_a, lines_b, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        old = [line for line in lines_a[i1:i2] if not re.search(r"[0-9a-f]{64}", line)]
+        new = [line for line in lines_b[j1:j2] if not re.search(r"[0-9a-f]{64}", line)]
+        changed += old + new[len(old) :]
+    return changed
 
 
-# changed lines of the shipped scripts, pairwise; most of them are real differences (the MoE
-# scripts' own 4-bit loader is some 250 lines; each format's tool syntax, 100 to 200 more). Lower
-# these when a change shrinks them.
-DIFF_SIZES = {
-    ("qwen3-8b", "qwen3-coder-30b"): 524,
-    ("qwen3-8b", "gpt-oss-20b"): 655,
-    ("qwen3-coder-30b", "gpt-oss-20b"): 437,
-}
+def compiled(tmp_path, settings: dict, name: str) -> str:
+    base = json.loads((ETC / "training-qwen3-8b.json").read_text())
+    base = {k: v for k, v in base.items() if k != "$schema"}
+    tmp_path.mkdir()
+    return compile_config(write_config(tmp_path, base | settings, name)).text
 
 
-@pytest.mark.parametrize(("a", "b"), sorted(DIFF_SIZES))
-def test_the_shipped_scripts_differ_by_no_more_than_they_did(a, b):
-    text = {name: compile_config(ETC / f"training-{name}.json").text for name in (a, b)}
-    assert changed_lines(text[a], text[b]) <= DIFF_SIZES[a, b]
+def test_one_value_changes_one_line(tmp_path):
+    a = compiled(tmp_path / "a", {}, "training-a.json")
+    b = compiled(tmp_path / "b", {"learning_rate": 1e-4}, "training-a.json")
+    assert changed_lines(a, b) == ["LEARNING_RATE = 0.0002"]
+
+
+def test_another_file_name_changes_only_the_names(tmp_path):
+    a = compiled(tmp_path / "a", {}, "training-a.json")
+    b = compiled(tmp_path / "b", {}, "training-b.json")
+    changed = changed_lines(a, b)
+    assert 0 < len(changed) <= 4, changed
+
+
+@pytest.mark.parametrize(
+    "flip",
+    [
+        {"dataset_format": "sharegpt"},
+        {"report_to": "none"},
+        {"batching": "padded"},
+        {"load_in_4bit": False},
+    ],
+    ids=lambda flip: next(iter(flip)),
+)
+def test_a_flipped_choice_changes_a_few_recipe_lines(tmp_path, flip):
+    a = compiled(tmp_path / "a", {}, "training-a.json")
+    b = compiled(tmp_path / "b", flip, "training-a.json")
+    changed = changed_lines(a, b)
+    assert 0 < len(changed) <= 15, changed
+    assert parts(a)[1:] == parts(b)[1:]  # so every changed line is in the recipe
+
+
+def test_qwen3_and_its_moe_sibling_differ_in_the_recipe_and_the_moe_block_only():
+    a, b = (
+        compile_config(ETC / f"training-{n}.json").text for n in ("qwen3-8b", "qwen3-coder-30b")
+    )
+    (recipe_a, core_a, moe_a), (recipe_b, core_b, moe_b) = parts(a), parts(b)
+    assert block_body(core_a) == block_body(core_b)
+    assert not moe_a and moe_b and recipe_a != recipe_b

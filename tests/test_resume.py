@@ -116,6 +116,24 @@ def test_a_signal_during_a_step_stops_at_the_next_micro_batch(tmp_path, setup, s
     assert_same_adapter(straight_short, tmp_path / "out")
 
 
+def test_a_signal_in_the_first_step_of_a_fresh_or_resumed_run_stops_it_cleanly(tmp_path, setup):
+    """With gradient accumulation the first micro-batch ends before any step has: the run stops
+    with 143, saving nothing new (issue 33, 2: it crashed with exit 1)."""
+    model, data = setup
+    script = script_for(tmp_path, model, data, **SHORT)
+    fresh = run(script, inject="on_substep_end:1:1")
+    assert fresh.returncode == 128 + signal.SIGTERM, fresh.stderr[-2000:]
+    assert "stopped before the first optimizer step; nothing is saved" in fresh.stdout
+    assert steps_of(tmp_path / "out") == []
+    stopped = run(script, "--resume", inject="on_substep_end:5:1")  # inside step 2
+    assert steps_of(tmp_path / "out") == [1], stopped.stdout[-2000:]
+    resumed = run(script, "--resume", inject="on_substep_end:1:1")  # the first micro-batch again
+    assert resumed.returncode == 128 + signal.SIGTERM, resumed.stderr[-2000:]
+    assert "SIGTERM during a step: stopping (step 1 is the newest checkpoint)" in resumed.stdout
+    assert steps_of(tmp_path / "out") == [1]
+    assert "Traceback" not in fresh.stderr + resumed.stderr
+
+
 def test_a_signal_during_evaluation_stops_it_and_saves_the_step_it_followed(tmp_path, setup):
     model, data = setup
     held_out = tmp_path / "eval.jsonl"

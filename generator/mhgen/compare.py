@@ -83,12 +83,48 @@ def changes(before: dict[str, str], after: dict[str, str], ordered: bool = False
     ]
 
 
+BOUNDARY = "\n# ==== mhgen runtime "
+
+
+def split_script(text: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """A script's recipe, and its runtime blocks, {name: (mhgen version, sha256)}, as their
+    boundary comments name them."""
+    recipe, *blocks = text.split(BOUNDARY)
+    named = {}
+    for block in blocks:
+        head, sha_line = block.split("\n")[:2]  # "0.5.0, what: ... ====", "# runtime sha256: X"
+        version, _, what = head.partition(", ")
+        name = "4-bit experts block" if what.startswith("4-bit experts") else "runtime"
+        named[name] = (version, sha_line.rpartition(" ")[2])
+    return recipe, named
+
+
+def runtime_text(a: dict, b: dict) -> str:
+    """Whether the two scripts' runtime blocks are the same bytes, block by block."""
+    out = []
+    for name in sorted(a.keys() | b.keys(), key=["runtime", "4-bit experts block"].index):
+        if name not in a or name not in b:
+            _, sha = a.get(name) or b[name]
+            out.append(f"{name}: only in {'a' if name in a else 'b'} (sha256 {sha[:16]})")
+        elif a[name] == b[name]:
+            out.append(f"{name}: identical (mhgen {a[name][0]}, sha256 {a[name][1][:16]})")
+        else:
+            versions = f"mhgen {a[name][0]} and {b[name][0]}"
+            out.append(
+                f"{name}: differs: the scripts come from different mhgen versions ({versions})"
+            )
+    return "\n".join(out) + "\n"
+
+
 def diff_text(a: Compiled, b: Compiled) -> tuple[str, bool]:
-    """The comparison's text, and whether the two differ at all."""
+    """The comparison's text, and whether the two differ at all: what changes in training, the
+    settings that differ, the diff of the two recipes, and whether the runtimes are the same."""
     what = changes(facets(a), facets(b), ordered=True)
     how = changes(settings(a), settings(b))
+    (recipe_a, runtime_a), (recipe_b, runtime_b) = split_script(a.text), split_script(b.text)
     script_a, script_b = (
-        [line for line in c.text.splitlines(keepends=True) if not HASH.search(line)] for c in (a, b)
+        [line for line in recipe.splitlines(keepends=True) if not HASH.search(line)]
+        for recipe in (recipe_a, recipe_b)
     )
     lines = list(
         difflib.unified_diff(
@@ -98,11 +134,12 @@ def diff_text(a: Compiled, b: Compiled) -> tuple[str, bool]:
             f"{b.plan.script_name} ({b.source.file})",
         )
     )
-    if not (what or how or lines):
+    runtime = runtime_text(runtime_a, runtime_b)
+    if not (what or how or lines) and runtime_a == runtime_b:
         return "the configs compile to the same script\n", False
     out = ["what changes:", *(what or ["  nothing of the above"]), ""]
     out += ["settings:", *(how or ["  the same"]), ""]
     if lines:
-        out.append("scripts (lines holding a sha256 left out):")
-        return "\n".join(out) + "\n" + "".join(lines), True
-    return "\n".join(out) + "the scripts are the same\n", True
+        out.append("recipes (lines holding a sha256 left out):")
+        return "\n".join(out) + "\n" + "".join(lines) + runtime, True
+    return "\n".join(out) + "the recipes are the same\n" + runtime, True

@@ -207,30 +207,23 @@ def summary(plan: Plan) -> str:
     return f"Fine-tune a {kind} adapter of {model} on {chat} conversations."
 
 
-def usage(plan: Plan, width: int = 100) -> str:
-    """The docstring's commands, each with what it does: aligned where every line fits
-    ``width``, else each what on its own line above its command."""
+def usage(plan: Plan) -> str:
+    """The docstring's commands: the script is named in two of them only, so that a config
+    saved under another name changes few lines."""
     script, processes = plan.script_name, plan.values["num_processes"]
-    commands = [
-        (f"python {script} --dry-run", "check the data and training text"),
-        (f"python {script}", "train (--resume continues a run)"),
-        (f"python {script} --sample 4", "replies to 4 held-out prompts"),
-    ]
-    if not plan.experts_lora:
-        commands.append((f"python {script} --merge", "base + adapter into OUTPUT_DIR/merged"))
     if processes > 1:
-        strategy = plan.values["distributed_strategy"]
-        what = f"train on {processes} GPUs ({strategy})"
-        commands.append((f"torchrun --nproc-per-node {processes} {script}", what))
+        where = f"{processes} GPUs ({plan.values['distributed_strategy']}), or with python on one"
     else:
-        commands.append((f"torchrun --nproc-per-node 4 {script}", "train on 4 GPUs with DDP"))
-    column = max(len(command) for command, _ in commands) + 2
-    if all(4 + column + 2 + len(what) <= width for _, what in commands):
-        lines = [f"    {command.ljust(column)}# {what}" for command, what in commands]
-    else:
-        lines = [f"    # {what}\n    {command}" for command, what in commands]
-    alone = "--sample and --merge" if not plan.experts_lora else "--sample"
-    return "\n".join([*lines, f"{alone} run after training, or alone on a finished run."])
+        where = "one GPU, or with torchrun on 4 (DDP)"
+    torchrun = f"torchrun --nproc-per-node {processes if processes > 1 else 4} {script}"
+    merge = "" if plan.experts_lora else " and --merge (the base model with the adapter merged in)"
+    alone = "both also run" if merge else "it also runs"
+    flags = (
+        "Either takes --resume (continue from the last checkpoint), --dry-run (check the data and "
+        "the training text, loading no model), --sample 4 (the adapter's replies to 4 held-out "
+        f"prompts){merge}; {alone} alone on a finished run."
+    )
+    return f"Train on {where}:\n    python {script}\n    {torchrun}\n{docwrap(flags, indent=0)}"
 
 
 def _origin_above(line: str, width: int = 100) -> str:

@@ -1,6 +1,7 @@
 # ---- the data: reading it from any source, checking every row, tokenizing it once
 
 import collections
+import contextlib
 import functools
 import json
 import os
@@ -361,6 +362,8 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
         shutil.rmtree(staging)  # the same tokens, made by another run first: those are used
     if is_lines_file(source.path):  # its lines: the tokens are made
         shutil.rmtree(cache / "lines" / fingerprint_name(source), ignore_errors=True)
+        with contextlib.suppress(OSError):  # another run's lines may be there: they stay
+            (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
     print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
     print_main(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")

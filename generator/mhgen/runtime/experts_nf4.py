@@ -91,8 +91,8 @@ def gpt_oss_expert_weights(tensors: dict, device, dtype):
     """A gpt-oss layer's experts from its checkpoint tensors: (gate_up, down), each (weight,
     bias), weights as transformers keeps them, (experts x in x out), on ``device`` in ``dtype``.
     The official checkpoint holds them in MXFP4 (32 four-bit values sharing a power-of-two
-    scale), dequantized here on the device with transformers' own unpacking; a 16-bit checkpoint
-    is read as it is."""
+    scale), dequantized here on the device with transformers' own unpacking; the weights of a
+    16-bit checkpoint are read as they are."""
     from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
     projections = []
@@ -251,8 +251,8 @@ def experts_nf4_class():
 
 def add_expert_lora(model, projections: list[str], rank: int, alpha: float) -> None:
     """LoRA on the NF4 experts' ``projections`` (gate_up, down) of a PEFT model, saved with the
-    adapter as PEFT saves LoRA on transformers' fused experts: the adapter loads onto that
-    model."""
+    adapter as PEFT saves LoRA on transformers' fused experts, so that the adapter loads onto
+    transformers' own model."""
     for module in model.modules():
         if isinstance(module, experts_nf4_class()):
             module.add_lora(projections, rank, alpha)

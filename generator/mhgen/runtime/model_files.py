@@ -83,6 +83,22 @@ def check_device(dtype: str, optim: str, use_liger_kernel: bool, training: bool 
     return on_gpu
 
 
+def nf4_config(dtype):
+    """bitsandbytes' 4-bit settings for a QLoRA base model: every linear layer in NF4 with its
+    quantization constants quantized too (double quantization), computing and stored in
+    ``dtype``; embeddings, norms and lm_head stay in ``dtype`` (no float32 upcast: LoRA's own
+    weights train in float32, and the frozen ones need no more)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_quant_storage=dtype,
+    )
+
+
 def read_checkpoint(names, files: dict) -> dict:
     """The named tensors of the checkpoint, into CPU memory; each file is open only while read."""
     from safetensors import safe_open

@@ -185,7 +185,10 @@ def finished_run(output_dir: Path, config_sha256: str) -> bool:
 def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge: bool) -> None:
     """Stop before anything loads if output_dir's disk cannot hold what the run writes: to
     train, the ``keep`` checkpoints it keeps, one more while it is written, and the adapter; to
-    merge, the merged model. ``disk_bytes``: their sizes ("checkpoint", "adapter", "merged")."""
+    merge, the merged model. ``disk_bytes``: their sizes ("checkpoint", "adapter", "merged"),
+    None where mhgen knows no shape for the model (then nothing is checked)."""
+    if disk_bytes is None:
+        return
     writes = {}
     if train:
         size = f"{disk_bytes['checkpoint'] / 2**30:.2f} GiB"

@@ -17,9 +17,9 @@ SAMPLE_MAX_NEW_TOKENS = 256  # a sampled reply is cut after this many tokens
 def held_out_conversations(
     data: DataSource, evaluation: DataSource | None, held_out, count: int
 ) -> tuple[str, list[dict]]:
-    """The first ``count`` held-out conversations, and what they are: the evaluation data's,
-    else those of the ``held_out`` examples (the evaluation split's, found by their rows), else
-    the training data's first."""
+    """The first ``count`` held-out conversations, and what they are: the evaluation data's, else
+    those of the ``held_out`` examples (the evaluation split's, found by their rows), else
+    the first conversations of the training data."""
     if evaluation is not None:
         return f"the first rows of {data_name(evaluation)}", first_conversations(evaluation, count)
     if held_out is None:

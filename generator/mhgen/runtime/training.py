@@ -19,9 +19,9 @@ class NotFinite(Exception):
 
 
 def report_to(reporter: str, output_dir: Path) -> str:
-    """Where the trainer sends its curves (report_to), saying where to look at them; TensorBoard
-    only where it is installed (it is optional unless the config names it: then the run
-    required it)."""
+    """Where the trainer sends its curves (report_to), saying where to look at them.
+    TensorBoard only where it is installed: it is optional unless the config names it, and then
+    the run requires it before it starts."""
     import importlib.util
 
     if reporter == "tensorboard" and importlib.util.find_spec("tensorboard") is None:

@@ -1,0 +1,454 @@
+"""The runtime modules (generator/mhgen/runtime/), tested by importing them: no compile, no
+subprocess. The end-to-end tests run the same code inside emitted scripts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mhgen import appendix
+from mhgen.runtime import data, messages, output_folder, samples, sources, stages, training
+from mhgen.runtime.messages import DataError
+
+TOOLS = [{"type": "function", "function": {"name": "get_time", "parameters": {}}}]
+
+
+def plain(row: dict) -> dict:
+    """A to_conversation as a recipe writes one: any shape, tools checked, system roles "system"."""
+    tools = messages.row_tools(row)
+    return {
+        "messages": messages.check_messages(messages.row_messages(row, "auto"), tools, ("system",)),
+        "tools": tools,
+    }
+
+
+def source(path: Path, split: str = "train") -> sources.DataSource:
+    return sources.DataSource(path, split, None, plain)
+
+
+# --- messages: each shape, each mistake named
+
+
+@pytest.mark.parametrize(
+    ("row", "dataset_format", "expected"),
+    [
+        ({"prompt": "p", "completion": "c"}, "auto", ["user:p", "assistant:c"]),
+        ({"instruction": "i", "input": "x", "output": "o"}, "auto", ["user:i\n\nx", "assistant:o"]),
+        ({"instruction": "i", "output": "o"}, "instruction", ["user:i", "assistant:o"]),
+        (
+            {"conversations": [{"from": "human", "value": "h"}, {"from": "gpt", "value": "g"}]},
+            "sharegpt",
+            ["user:h", "assistant:g"],
+        ),
+        ({"messages": [{"role": "user", "content": "u"}]}, "messages", ["user:u"]),
+    ],
+)
+def test_row_messages_reads_each_shape(row, dataset_format, expected):
+    got = messages.row_messages(row, dataset_format)
+    assert [f"{m['role']}:{m['content']}" for m in got] == expected
+
+
+def test_a_fixed_format_names_the_key_it_misses():
+    with pytest.raises(
+        DataError, match="missing key 'messages' \\(dataset_format is 'messages'\\)"
+    ):
+        messages.row_messages({"prompt": "p", "completion": "c"}, "messages")
+    with pytest.raises(KeyError, match="conversations"):
+        messages.row_messages({"prompt": "p"}, "sharegpt")
+    with pytest.raises(DataError, match="keys a, b: expected messages"):
+        messages.row_messages({"b": 1, "a": 2}, "auto")
+    with pytest.raises(DataError, match="expected a JSON object, found list"):
+        messages.row_messages([], "auto")
+
+
+@pytest.mark.parametrize(
+    ("conversation", "problem"),
+    [
+        ([{"role": "assistant", "content": "a"}], "message 0: role 'assistant', expected 'user'"),
+        ([{"role": "user", "content": "u"}], "must end with an assistant reply"),
+        (
+            [{"role": "user", "content": "u"}, {"role": "assistant", "content": " "}],
+            "message 1: empty",
+        ),
+        ([{"role": "user", "content": 3}], "message 0: expected a string 'content'"),
+        (
+            [
+                {"role": "user", "content": "u"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"function": {"name": "nope", "arguments": {}}}],
+                },
+            ],
+            "message 1, tool call 0: calls 'nope', which the row's 'tools' do not define (defined: get_time)",
+        ),
+        (
+            [
+                {"role": "user", "content": "u"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"function": {"name": "get_time", "arguments": {}}}],
+                },
+                {"role": "user", "content": "u"},
+            ],
+            "message 2: role 'user', expected a 'tool' message answering the call to 'get_time'",
+        ),
+    ],
+)
+def test_check_messages_names_the_message_and_the_problem(conversation, problem):
+    with pytest.raises(DataError, match=problem.replace("(", "\\(").replace(")", "\\)")):
+        messages.check_messages(conversation, TOOLS, ("system",))
+
+
+def test_a_call_only_reply_gets_empty_content_and_null_reasoning_goes():
+    checked = messages.check_messages(
+        [
+            {"role": "user", "content": "u"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"function": {"name": "get_time", "arguments": "{}"}}],
+            },
+            {"role": "tool", "content": "12:00"},
+            {"role": "assistant", "content": "noon", "reasoning_content": "r", "tool_calls": []},
+        ],
+        TOOLS,
+        ("system",),
+    )
+    assert checked[1]["content"] == "" and "tool_calls" not in checked[3]
+    assert messages.with_thinking(checked)[3]["thinking"] == "r"
+    assert "reasoning_content" not in checked[3]
+    assert "thinking" not in messages.with_thinking([{"role": "assistant", "thinking": None}])[0]
+
+
+def test_tools_kept_as_a_json_string_are_read_and_checked():
+    assert messages.row_tools({"tools": json.dumps(TOOLS)}) == TOOLS
+    with pytest.raises(DataError, match="'tools' is a string but not JSON"):
+        messages.row_tools({"tools": "[{"})
+    with pytest.raises(DataError, match="tools\\[1\\]: a second function named 'get_time'"):
+        messages.row_tools({"tools": TOOLS * 2})
+
+
+# --- sources and rows
+
+
+def test_what_is_read_as_jsonl_and_what_datasets_reads(tmp_path):
+    (tmp_path / "rows.txt").write_text("{}\n")
+    assert sources.is_lines_file(tmp_path / "rows.txt")  # an existing file
+    assert sources.is_lines_file(tmp_path / "missing.jsonl")
+    assert not sources.is_lines_file(tmp_path / "missing.parquet")
+    assert not sources.is_lines_file(tmp_path)  # a folder
+    assert not sources.is_lines_file(Path("owner/dataset"))  # a Hub id
+    evaluation = source(tmp_path / "a.jsonl").other("b.jsonl", "test")
+    assert evaluation == sources.DataSource(Path("b.jsonl"), "test", None, plain)
+    assert source(tmp_path / "a.jsonl").other(None, "test") is None
+
+
+def test_parse_row_names_lines_and_table_rows():
+    good = json.dumps({"prompt": "p", "completion": "c"}).encode()
+    conversation, problem = data.parse_row(0, good + b"\n", "d.jsonl", plain)
+    assert problem == "" and conversation["messages"][1] == {"role": "assistant", "content": "c"}
+    assert data.parse_row(4, b'{"prompt": 1', "d.jsonl", plain)[1].startswith(
+        "d.jsonl:5: invalid JSON"
+    )
+    assert data.parse_row(4, b'{"prompt": "p"}', "t", plain, True)[1] == (
+        "t row 4: keys prompt: expected messages, prompt + completion, instruction + output, or "
+        "conversations (ShareGPT)"
+    )
+    assert (
+        data.parse_row(0, b"{}", "t", lambda row: row["x"], True)[1] == "t row 0: missing key 'x'"
+    )
+    assert data.parse_row(2, b"  \n", "d.jsonl", plain) == (None, "")
+    assert "not UTF-8 text (byte 0xff at column 2)" in data.parse_row(1, b"{\xff}", "d", plain)[1]
+
+
+def test_conversations_by_row_number_in_the_order_asked(tmp_path):
+    rows = [{"prompt": f"p{i}", "completion": "c"} for i in range(5)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = data.conversations_at(source(path), [3, 0, 3])
+    assert [c["messages"][0]["content"] for c in got] == ["p3", "p0", "p3"]
+    assert [c["messages"][0]["content"] for c in data.first_conversations(source(path), 2)] == [
+        "p0",
+        "p1",
+    ]
+
+
+# --- what decides the caches
+
+
+def recipe_a(row):
+    return {"messages": [row], "tools": [], "limit": LIMIT}
+
+
+def recipe_b(row):
+    return {"messages": [row, row], "tools": []}
+
+
+LIMIT = 3
+
+
+def test_code_of_follows_the_code_and_the_constants_it_reads(monkeypatch):
+    assert data.code_of(recipe_a) == data.code_of(recipe_a)
+    assert data.code_of(recipe_a) != data.code_of(recipe_b)
+    before = data.code_of(recipe_a)
+    monkeypatch.setattr(sys.modules[__name__], "LIMIT", 4)
+    assert data.code_of(recipe_a) != before
+    import functools
+
+    assert data.code_of(functools.partial(recipe_a, 1)) != data.code_of(
+        functools.partial(recipe_a, 2)
+    )
+
+
+def test_the_check_marker_depends_on_the_recipe(tmp_path, monkeypatch):
+    """A row one chat format refuses is checked again by a script with that format, never
+    skipped because another format's script found the data whole (issue 33, 1)."""
+    pytest.importorskip("datasets")
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n")
+    cache = tmp_path / "cache"
+
+    def strict(row):
+        raise DataError("2 tool calls in one message")
+
+    data.check_rows(source(path), cache)
+    with pytest.raises(SystemExit, match="d.jsonl:1: 2 tool calls in one message"):
+        data.check_rows(sources.DataSource(path, "train", None, strict), cache)
+    data.check_rows(source(path), cache)  # checked already: says so, reads nothing
+    assert len(list((cache / "checked").iterdir())) == 1
+
+
+# --- lengths, splits
+
+
+def test_length_profile_and_its_description():
+    import numpy as np
+
+    lengths, kept = np.array([0, 5, 10, 20]), np.array([False, True, True, False])
+    profile = data.length_profile(lengths, kept, 12)
+    assert profile == {
+        "examples": 3,
+        "min": 5,
+        "median": 10,
+        "p95": 20,
+        "max": 20,
+        "max_length": 12,
+        "truncated": 1,
+        "dropped_no_target": 1,
+        "kept": 2,
+    }
+    assert "1 longer than MAX_SEQ_LENGTH=12 are truncated, 1 left" in data.describe(profile)
+
+
+def test_split_eval_is_seeded_and_disjoint():
+    datasets = pytest.importorskip("datasets")
+    rows = datasets.Dataset.from_dict({"row": list(range(20))})
+    train, held = data.split_eval(rows, 0.25, seed=1)
+    assert len(held) == 5 and sorted(list(train["row"]) + list(held["row"])) == list(range(20))
+    assert list(held["row"]) == list(data.split_eval(rows, 0.25, seed=1)[1]["row"])
+    assert list(held["row"]) != list(data.split_eval(rows, 0.25, seed=2)[1]["row"])
+    assert data.split_eval(rows, 0.0, seed=1) == (rows, None)
+
+
+def test_tokens_and_labels_train_exactly_the_trained_segments():
+    from mhgen.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer("chatml")
+    segments = [("<|im_start|>user\nhi<|im_end|>\n", False), ("<|im_start|>assistant\n", False)]
+    segments += [("hello<|im_end|>", True), ("\n", False)]
+    out = data.tokens_and_labels(tokenizer, segments)
+    trained = [t for t in out["labels"] if t != data.IGNORE_INDEX]
+    assert tokenizer.decode(trained) == "hello<|im_end|>"
+    assert tokenizer.decode(out["input_ids"]) == "".join(text for text, _ in segments)
+
+
+# --- the output folder
+
+
+def test_checkpoint_problems_are_named(tmp_path):
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    assert "trainer_state.json is missing" in output_folder.checkpoint_problem(checkpoint)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    assert "adapter_model.safetensors is missing" in output_folder.checkpoint_problem(checkpoint)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    adapter = len(header).to_bytes(8, "little") + header
+    (checkpoint / "adapter_model.safetensors").write_bytes(adapter + b"1234")
+    assert "adapter_model.safetensors is cut short" in output_folder.checkpoint_problem(checkpoint)
+    (checkpoint / "adapter_model.safetensors").write_bytes(adapter + b"12345678")
+    assert output_folder.checkpoint_problem(checkpoint) == ""
+    (checkpoint / "optimizer.pt").write_bytes(b"PK")
+    assert output_folder.checkpoint_problem(checkpoint) == "its optimizer.pt is cut short"
+
+
+def test_check_output_dir_refuses_what_would_lose_a_run(tmp_path):
+    inputs = {"data_fingerprint": "sha256:a"}
+    with pytest.raises(SystemExit, match="--resume continues the run"):
+        output_folder.check_output_dir(tmp_path, "c", inputs, resume=True, overwrite=True)
+    output_folder.write_record(tmp_path, "c", inputs, finished=False)
+    record = output_folder.run_record(tmp_path)
+    assert record["finished"] is False and record["inputs"] == inputs
+    with pytest.raises(SystemExit, match="holds a run of another config"):
+        output_folder.check_output_dir(tmp_path, "other", inputs, resume=False, overwrite=False)
+    with pytest.raises(SystemExit, match="the content of the training data changed"):
+        output_folder.check_output_dir(tmp_path, "c", {"data_fingerprint": "sha256:b"}, True, False)
+    assert (
+        output_folder.check_output_dir(tmp_path, "c", inputs, resume=True, overwrite=False) is None
+    )
+    output_folder.write_record(tmp_path, "c", inputs, finished=True)
+    assert output_folder.finished_run(tmp_path, "c") and not output_folder.finished_run(
+        tmp_path, "d"
+    )
+    with pytest.raises(SystemExit, match="holds a finished run; pass --overwrite"):
+        output_folder.check_output_dir(tmp_path, "c", inputs, resume=False, overwrite=False)
+
+
+def test_overwrite_clears_everything_of_the_replaced_run(tmp_path):
+    """Checkpoints, the merged model, samples and training curves go (issue 33, 8)."""
+    for name in ("checkpoint-1", "checkpoint-12", "merged", "runs/old"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "samples.jsonl").write_text("{}\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    output_folder.clear_replaced_run(tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [output_folder.STAGING, "notes.txt"]
+    assert not list((tmp_path / output_folder.STAGING).iterdir())
+
+
+def test_promote_replaces_in_one_step(tmp_path):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "a").write_text("new")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "a").write_text("old")
+    output_folder.promote(tmp_path / "new", tmp_path / "target")
+    assert (tmp_path / "target" / "a").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
+
+
+def test_check_disk_counts_what_the_run_writes(tmp_path, monkeypatch):
+    import shutil
+
+    sizes = {"checkpoint": 2 << 30, "adapter": 1 << 30, "merged": 10 << 30}
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(0, 0, 7 << 30))
+    output_folder.check_disk(tmp_path / "new", sizes, 2, train=True, merge=False)  # 7 GiB: fits
+    with pytest.raises(
+        SystemExit, match=r"writes up to 17.00 GiB \(2 \+ 1 checkpoints of 2.00 GiB"
+    ):
+        output_folder.check_disk(tmp_path, sizes, 2, train=True, merge=True)
+    output_folder.check_disk(tmp_path, None, 2, train=True, merge=True)  # sizes unknown: no check
+
+
+# --- training
+
+
+def test_length_grouped_order_is_a_seeded_permutation():
+    lengths = [(7 * i) % 23 for i in range(42)]
+    order = list(training.LengthGroupedSampler(lengths, 4, seed=3))
+    assert sorted(order) == list(range(len(lengths)))
+    assert order == list(training.LengthGroupedSampler(lengths, 4, seed=3))
+    again = training.LengthGroupedSampler(lengths, 4, seed=3)
+    again.set_epoch(1)
+    assert list(again) != order
+
+
+def test_messages_for_a_failed_step_say_what_to_change(tmp_path):
+    advice = training.out_of_memory(9.5, False, False, ("a micro-batch", (2, 1024)))
+    assert "ran out of memory on a micro-batch of 2 x 1024 tokens" in advice
+    assert "mhgen plan estimated 9.5 GiB" in advice
+    assert "turn on use_gradient_checkpointing" in advice and "turn on load_in_4bit" in advice
+    assert "load_in_4bit" not in training.out_of_memory(None, True, True, None)
+    assert "no checkpoint is saved yet" in training.not_finite("the loss is not finite", tmp_path)
+
+
+@pytest.mark.parametrize(("number", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_outside_training_a_signal_ends_the_script_with_its_code(number, code):
+    """SIGTERM or Ctrl-C during --sample or --merge ends the run at once (issue 33, 4)."""
+    program = (
+        "import os, signal, time\n"
+        "from mhgen.runtime.training import exit_on_signals\n"
+        "exit_on_signals()\n"
+        f"os.kill(os.getpid(), {int(number)})\n"
+        "time.sleep(5)\n"
+        "print('not reached')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == code and "not reached" not in run.stdout and run.stderr == ""
+
+
+# --- samples and the command line
+
+
+def test_a_reference_reply_with_tool_calls_reads_as_text():
+    calls = [{"function": {"name": "get_time", "arguments": {}}}]
+    assert samples.as_text({"content": "", "tool_calls": calls}) == json.dumps(calls)
+    assert samples.as_text({"content": "hi"}) == "hi"
+
+
+def test_chat_format_reply_prompt_is_the_text_before_the_last_reply():
+    chat = sources.ChatFormat(
+        lambda m, t: "|".join(x["content"] for x in m), None, "<a>", ("</a>",)
+    )
+    conversation = {"messages": [{"content": "q"}, {"content": "r"}], "tools": []}
+    assert chat.reply_prompt(conversation) == "q<a>"
+
+
+def test_the_command_line(monkeypatch, capsys):
+    doc = "Fine-tune a LoRA adapter of\nsome/model on chatml conversations.\n\nMore text."
+    monkeypatch.setattr(sys, "argv", ["train.py", "--sample", "2", "--max-steps", "5"])
+    args = stages.start(doc, "data.jsonl", "out", -1)
+    assert (args.data, args.output_dir, args.max_steps, args.sample) == ("data.jsonl", "out", 5, 2)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--help"])
+    with pytest.raises(SystemExit):
+        stages.start(doc, "data.jsonl", "out", -1)
+    assert (
+        "Fine-tune a LoRA adapter of\nsome/model on chatml conversations."
+        in capsys.readouterr().out
+    )
+    monkeypatch.setattr(sys, "argv", ["train.py", "--sample", "-1"])
+    with pytest.raises(SystemExit):
+        stages.start(doc, "data.jsonl", "out", -1)
+    assert "N must be 0 (no samples) or more" in capsys.readouterr().err
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(
+            number, signal.SIG_DFL if number == signal.SIGTERM else signal.default_int_handler
+        )
+
+
+# --- the appendix: how the modules become the script's runtime
+
+
+def test_imports_are_hoisted_merged_and_sorted():
+    lines = appendix.import_lines(
+        {
+            ("os", None, None),
+            ("pathlib", "Path", None),
+            ("json", None, None),
+            ("pathlib", "PurePath", None),
+        }
+    )
+    assert lines == ["import json", "import os", "from pathlib import Path, PurePath"]
+
+
+def test_a_runtime_block_has_no_import_of_its_own_and_every_module_once():
+    core = appendix.core()
+    top_level = [line for line in core.text.splitlines() if line.startswith(("import ", "from "))]
+    assert top_level == []
+    for name in ("messages", "sources", "data", "stages"):
+        header = Path(messages.__file__).with_name(f"{name}.py").read_text().splitlines()[0]
+        assert core.text.count(header + "\n") == 1
+    assert "class ExpertsNF4" in appendix.experts().text and "class ExpertsNF4" not in core.text
+
+
+def test_the_runtime_modules_import_only_the_standard_library_at_the_top():
+    for block in (appendix.core(), appendix.experts()):
+        for module, _, _ in block.imports:
+            assert module.split(".")[0] in sys.stdlib_module_names, module
