@@ -46,7 +46,9 @@ def _module(name: str) -> tuple[str, set]:
         spans.append((node.lineno, node.end_lineno))
     lines = source.splitlines(keepends=True)
     first, last = spans[0][0], spans[-1][1]
-    if any(node.lineno > last for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))):
+    if any(
+        node.lineno > last for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+    ):
         raise AssertionError(f"runtime/{name}.py: imports after code")
     head = "".join(lines[: first - 1]).rstrip("\n")
     body = "".join(lines[last:]).lstrip("\n")

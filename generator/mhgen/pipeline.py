@@ -40,6 +40,7 @@ def compile_config(path: str | Path) -> Compiled:
 
 def compile_source(source: Source, warnings: list[Diagnostic] = ()) -> Compiled:
     plan = resolve(source)
-    recipe = format_source(render(plan), plan.script_name)  # the runtime is formatted already
-    text = seal(check_compiles(append_runtime(recipe, plan), plan.script_name))
+    # the runtime is formatted and compiled already (its modules are the package's own)
+    recipe = check_compiles(format_source(render(plan), plan.script_name), plan.script_name)
+    text = seal(append_runtime(recipe, plan))
     return Compiled(source, plan, text, tuple(warnings))

@@ -3,8 +3,11 @@
 import collections
 import contextlib
 import functools
+import hashlib
+import inspect
 import json
 import os
+import random
 import shutil
 import sys
 import time
@@ -265,7 +268,6 @@ def tokenize_rows(
 
 def cache_key(*parts: str) -> str:
     """A folder name for what ``parts`` decide."""
-    import hashlib
 
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
@@ -274,7 +276,6 @@ def code_of(function, seen=None) -> str:
     """The compiled code of ``function`` (a plain function, or a functools.partial of one with
     its arguments) and of every function of its module it calls, and the values of the
     constants they read: everything that decides what it returns."""
-    import inspect
 
     if isinstance(function, functools.partial):
         arguments = [
@@ -441,7 +442,6 @@ def check_chat_template(
 def split_eval(dataset, fraction: float, seed: int):
     """(train, evaluation) of a Dataset: ``fraction`` of its examples, drawn with ``seed``, held
     out (none where fraction is 0)."""
-    import random
 
     if fraction == 0 or len(dataset) < 2:
         return dataset, None

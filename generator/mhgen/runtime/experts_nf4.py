@@ -347,7 +347,6 @@ def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | 
     """The model with NF4 decoder weights on the device, read from the checkpoint layer by layer:
     the 16-bit model is never in memory, host or GPU. Embeddings, norms, routers and lm_head stay
     in ``dtype_name``, as with bitsandbytes' loader."""
-    import resource
 
     import torch
     from accelerate import init_empty_weights
@@ -388,6 +387,8 @@ def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | 
     model.to(device)  # the buffers (rotary frequencies) the meta model was built with
     model.is_loaded_in_4bit = True  # as bitsandbytes' loader marks it: peft uses its 4-bit LoRA
     model.config.use_cache = False  # the cache is for generation; training does not use it
+    import resource  # POSIX only: imported where it is used
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     grouped = "one grouped GEMM" if has_grouped_gemm(device, dtype) else "one expert at a time"
     print_main(

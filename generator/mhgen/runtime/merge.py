@@ -60,7 +60,6 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     left."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    import resource
 
     import torch
     from safetensors.torch import save_file
@@ -110,6 +109,8 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     AutoTokenizer.from_pretrained(output_dir).save_pretrained(staged)  # with its chat template
     promote(staged, output_dir / "merged")
     shutil.rmtree(output_dir / STAGING)
+    import resource  # POSIX only: imported where it is used
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     what = f", the experts kept in {quantization}" if quantization else ""
     print_main(

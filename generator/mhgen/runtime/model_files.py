@@ -1,6 +1,7 @@
 # ---- libraries, the model's files, the device
 
 import functools
+import importlib
 import json
 import os
 import sys
@@ -15,7 +16,6 @@ def print_main(message: str) -> None:
 
 def require(*modules: str) -> None:
     """Stop with one line when a library this run needs cannot be imported."""
-    import importlib
 
     missing = []
     for name in modules:

@@ -1,6 +1,7 @@
 # ---- where the data comes from (a JSONL file, a table datasets reads, a Hub dataset), and
 # the chat format it is written in
 
+import csv
 import functools
 import re
 import sys
@@ -64,7 +65,6 @@ def data_name(source: DataSource) -> str:
 def load_table(source: DataSource):
     """What datasets.load_dataset reads at the source's path (see is_lines_file): a file whole,
     a folder's or a Hub dataset's split (of its subset), kept in datasets' own cache."""
-    import csv
 
     from datasets import DatasetDict, Features, Value, load_dataset, load_from_disk
     from datasets.exceptions import DatasetsError

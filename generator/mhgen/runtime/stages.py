@@ -3,9 +3,11 @@
 import argparse
 import functools
 import json
+import logging
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from .data import (
@@ -36,8 +38,6 @@ EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
 
 def quiet_known_warnings() -> None:
     """Silence the library warnings known to be harmless in this script, and only those."""
-    import logging
-    import warnings
 
     # bitsandbytes (which peft imports when it is installed), on a CPU with AVX-512 BF16, looks
     # for an optional kernel package and says so when it is missing; its own CPU code runs instead

@@ -1,6 +1,9 @@
 # ---- training: curves, signals, the training order, the Trainer, files written whole
 
+import importlib.util
+import math
 import os
+import random
 import shutil
 import signal
 import sys
@@ -22,7 +25,6 @@ def report_to(reporter: str, output_dir: Path) -> str:
     """Where the trainer sends its curves (report_to), saying where to look at them.
     TensorBoard only where it is installed: it is optional unless the config names it, and then
     the run requires it before it starts."""
-    import importlib.util
 
     if reporter == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         print_main(
@@ -40,7 +42,6 @@ def report_to(reporter: str, output_dir: Path) -> str:
 
 def rng_state() -> dict:
     """The state of every random generator a Trainer checkpoint holds."""
-    import random
 
     import numpy as np
     import torch
@@ -53,7 +54,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    import random
 
     import numpy as np
     import torch
@@ -168,7 +168,6 @@ class LengthGroupedSampler:
         return len(self.lengths)
 
     def __iter__(self):
-        import random
 
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         order = list(range(len(self.lengths)))
@@ -190,7 +189,6 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
     there at all, a stop at the first loss or gradient that is not finite (``stop_on_nan``), and
     the shape of the batch an out-of-memory error hit. ``length_grouped``: the training order is
     LengthGroupedSampler's (else the Trainer's own, by train_sampling_strategy)."""
-    import math
 
     import torch
     from trl import SFTTrainer
