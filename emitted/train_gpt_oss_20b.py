@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 30f4dc1198b00d55a84ddc7d07413e10523aded819999265468bbee47f5adc5a
+# mhgen-body-sha256: 9684fcfa589b389cb5b1aaddf19881698e0a5fceb23e5db36589a1474badca9b
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -42,10 +42,17 @@ Effective batch: 1 per device x 8 accumulation steps x the number of GPUs.
 import argparse
 import collections
 import contextlib
+import csv
 import functools
 import hashlib
+import importlib
+import importlib.util
+import inspect
 import json
+import logging
+import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -53,6 +60,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -484,7 +492,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 8fed556fee10bdd449774a779ace8db623aad569c9871b0d5e853a793b79579f
+# runtime sha256: aa7a7a33dd61a9587fd172413d9d3ced1e3f1ab969a0d92351b72d33e2e31511
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -804,7 +812,6 @@ def data_name(source: DataSource) -> str:
 def load_table(source: DataSource):
     """What datasets.load_dataset reads at the source's path (see is_lines_file): a file whole,
     a folder's or a Hub dataset's split (of its subset), kept in datasets' own cache."""
-    import csv
 
     from datasets import DatasetDict, Features, Value, load_dataset, load_from_disk
     from datasets.exceptions import DatasetsError
@@ -1088,7 +1095,6 @@ def tokenize_rows(
 
 def cache_key(*parts: str) -> str:
     """A folder name for what ``parts`` decide."""
-    import hashlib
 
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
@@ -1097,7 +1103,6 @@ def code_of(function, seen=None) -> str:
     """The compiled code of ``function`` (a plain function, or a functools.partial of one with
     its arguments) and of every function of its module it calls, and the values of the
     constants they read: everything that decides what it returns."""
-    import inspect
 
     if isinstance(function, functools.partial):
         arguments = [
@@ -1264,7 +1269,6 @@ def check_chat_template(
 def split_eval(dataset, fraction: float, seed: int):
     """(train, evaluation) of a Dataset: ``fraction`` of its examples, drawn with ``seed``, held
     out (none where fraction is 0)."""
-    import random
 
     if fraction == 0 or len(dataset) < 2:
         return dataset, None
@@ -1339,7 +1343,6 @@ def print_main(message: str) -> None:
 
 def require(*modules: str) -> None:
     """Stop with one line when a library this run needs cannot be imported."""
-    import importlib
 
     missing = []
     for name in modules:
@@ -1689,7 +1692,6 @@ def report_to(reporter: str, output_dir: Path) -> str:
     """Where the trainer sends its curves (report_to), saying where to look at them.
     TensorBoard only where it is installed: it is optional unless the config names it, and then
     the run requires it before it starts."""
-    import importlib.util
 
     if reporter == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         print_main(
@@ -1707,7 +1709,6 @@ def report_to(reporter: str, output_dir: Path) -> str:
 
 def rng_state() -> dict:
     """The state of every random generator a Trainer checkpoint holds."""
-    import random
 
     import numpy as np
     import torch
@@ -1720,7 +1721,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    import random
 
     import numpy as np
     import torch
@@ -1835,7 +1835,6 @@ class LengthGroupedSampler:
         return len(self.lengths)
 
     def __iter__(self):
-        import random
 
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         order = list(range(len(self.lengths)))
@@ -1857,7 +1856,6 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
     there at all, a stop at the first loss or gradient that is not finite (``stop_on_nan``), and
     the shape of the batch an out-of-memory error hit. ``length_grouped``: the training order is
     LengthGroupedSampler's (else the Trainer's own, by train_sampling_strategy)."""
-    import math
 
     import torch
     from trl import SFTTrainer
@@ -2158,7 +2156,6 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     left."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    import resource
 
     import torch
     from safetensors.torch import save_file
@@ -2208,6 +2205,8 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     AutoTokenizer.from_pretrained(output_dir).save_pretrained(staged)  # with its chat template
     promote(staged, output_dir / "merged")
     shutil.rmtree(output_dir / STAGING)
+    import resource  # POSIX only: imported where it is used
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     what = f", the experts kept in {quantization}" if quantization else ""
     print_main(
@@ -2225,8 +2224,6 @@ EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
 
 def quiet_known_warnings() -> None:
     """Silence the library warnings known to be harmless in this script, and only those."""
-    import logging
-    import warnings
 
     # bitsandbytes (which peft imports when it is installed), on a CPU with AVX-512 BF16, looks
     # for an optional kernel package and says so when it is missing; its own CPU code runs instead
@@ -2421,7 +2418,7 @@ def load_seeded(load, seed: int, out_of_memory):
 
 
 # ==== mhgen runtime 0.5.0, 4-bit experts: the same in every mixture-of-experts script ====
-# runtime sha256: a64b956c92a6196df541a87589a3ceb8dbba97f444f83df06d5aaa8ec20566f3
+# runtime sha256: b19f93fdfb2c26aebb9399ab84dfae42aee7a0ecd5904b22e532a483ead77aa8
 
 
 # ---- 4-bit weights for a mixture-of-experts model (gpt-oss, Qwen3-MoE)
@@ -2766,7 +2763,6 @@ def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | 
     """The model with NF4 decoder weights on the device, read from the checkpoint layer by layer:
     the 16-bit model is never in memory, host or GPU. Embeddings, norms, routers and lm_head stay
     in ``dtype_name``, as with bitsandbytes' loader."""
-    import resource
 
     import torch
     from accelerate import init_empty_weights
@@ -2807,6 +2803,8 @@ def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | 
     model.to(device)  # the buffers (rotary frequencies) the meta model was built with
     model.is_loaded_in_4bit = True  # as bitsandbytes' loader marks it: peft uses its 4-bit LoRA
     model.config.use_cache = False  # the cache is for generation; training does not use it
+    import resource  # POSIX only: imported where it is used
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     grouped = "one grouped GEMM" if has_grouped_gemm(device, dtype) else "one expert at a time"
     print_main(

@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: c7848bac6c2442574fa85792a367431285346acd60bc3e7994b6376d2448d344
+# mhgen-body-sha256: ed268a101616332e5bc5dc67e93045078a9e673ce441e7fcb8bd3d62c7dfda52
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -40,10 +40,17 @@ Effective batch: 2 per device x 4 accumulation steps x the number of GPUs.
 import argparse
 import collections
 import contextlib
+import csv
 import functools
 import hashlib
+import importlib
+import importlib.util
+import inspect
 import json
+import logging
+import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -51,6 +58,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -392,7 +400,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 8fed556fee10bdd449774a779ace8db623aad569c9871b0d5e853a793b79579f
+# runtime sha256: aa7a7a33dd61a9587fd172413d9d3ced1e3f1ab969a0d92351b72d33e2e31511
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -712,7 +720,6 @@ def data_name(source: DataSource) -> str:
 def load_table(source: DataSource):
     """What datasets.load_dataset reads at the source's path (see is_lines_file): a file whole,
     a folder's or a Hub dataset's split (of its subset), kept in datasets' own cache."""
-    import csv
 
     from datasets import DatasetDict, Features, Value, load_dataset, load_from_disk
     from datasets.exceptions import DatasetsError
@@ -996,7 +1003,6 @@ def tokenize_rows(
 
 def cache_key(*parts: str) -> str:
     """A folder name for what ``parts`` decide."""
-    import hashlib
 
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
@@ -1005,7 +1011,6 @@ def code_of(function, seen=None) -> str:
     """The compiled code of ``function`` (a plain function, or a functools.partial of one with
     its arguments) and of every function of its module it calls, and the values of the
     constants they read: everything that decides what it returns."""
-    import inspect
 
     if isinstance(function, functools.partial):
         arguments = [
@@ -1172,7 +1177,6 @@ def check_chat_template(
 def split_eval(dataset, fraction: float, seed: int):
     """(train, evaluation) of a Dataset: ``fraction`` of its examples, drawn with ``seed``, held
     out (none where fraction is 0)."""
-    import random
 
     if fraction == 0 or len(dataset) < 2:
         return dataset, None
@@ -1247,7 +1251,6 @@ def print_main(message: str) -> None:
 
 def require(*modules: str) -> None:
     """Stop with one line when a library this run needs cannot be imported."""
-    import importlib
 
     missing = []
     for name in modules:
@@ -1597,7 +1600,6 @@ def report_to(reporter: str, output_dir: Path) -> str:
     """Where the trainer sends its curves (report_to), saying where to look at them.
     TensorBoard only where it is installed: it is optional unless the config names it, and then
     the run requires it before it starts."""
-    import importlib.util
 
     if reporter == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         print_main(
@@ -1615,7 +1617,6 @@ def report_to(reporter: str, output_dir: Path) -> str:
 
 def rng_state() -> dict:
     """The state of every random generator a Trainer checkpoint holds."""
-    import random
 
     import numpy as np
     import torch
@@ -1628,7 +1629,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    import random
 
     import numpy as np
     import torch
@@ -1743,7 +1743,6 @@ class LengthGroupedSampler:
         return len(self.lengths)
 
     def __iter__(self):
-        import random
 
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         order = list(range(len(self.lengths)))
@@ -1765,7 +1764,6 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
     there at all, a stop at the first loss or gradient that is not finite (``stop_on_nan``), and
     the shape of the batch an out-of-memory error hit. ``length_grouped``: the training order is
     LengthGroupedSampler's (else the Trainer's own, by train_sampling_strategy)."""
-    import math
 
     import torch
     from trl import SFTTrainer
@@ -2066,7 +2064,6 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     left."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    import resource
 
     import torch
     from safetensors.torch import save_file
@@ -2116,6 +2113,8 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     AutoTokenizer.from_pretrained(output_dir).save_pretrained(staged)  # with its chat template
     promote(staged, output_dir / "merged")
     shutil.rmtree(output_dir / STAGING)
+    import resource  # POSIX only: imported where it is used
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     what = f", the experts kept in {quantization}" if quantization else ""
     print_main(
@@ -2133,8 +2132,6 @@ EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
 
 def quiet_known_warnings() -> None:
     """Silence the library warnings known to be harmless in this script, and only those."""
-    import logging
-    import warnings
 
     # bitsandbytes (which peft imports when it is installed), on a CPU with AVX-512 BF16, looks
     # for an optional kernel package and says so when it is missing; its own CPU code runs instead
