@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 3201d381d68f7246ab367f872e3d1213b228fe715382c2ef54f3f4823af08b85
+# mhgen-body-sha256: 7359a949c534354262ea990c0a509a7bf5f076f6de222ed055552f10ce6eda0d
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -326,6 +326,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         num_train_epochs=NUM_TRAIN_EPOCHS,
         max_steps=max_steps,
         per_device_train_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,
+        per_device_eval_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,  # evaluation fits where training does
         gradient_accumulation_steps=GRADIENT_ACCUMULATION_STEPS,
         learning_rate=LEARNING_RATE,
         lr_scheduler_type=LR_SCHEDULER_TYPE,

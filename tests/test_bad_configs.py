@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_config
+from conftest import MINIMAL, write_config
+from mhgen.load import load_file
 
 HEAD = '{\n  "base_model": "Qwen/Qwen3-8B",\n  "chat_template": "chatml",\n  "system_prompt": "Hi"'
 
@@ -398,3 +399,29 @@ def test_no_traceback_when_run_as_a_command(tmp_path):
         'bad.json:5:3: $.lora_rank: "x" is not of type integer',
         'bad.json:6:3: $.bogus: unknown key "bogus"; `mhgen schema` lists the fields',
     ]
+
+
+def test_a_constant_schedule_says_its_warmup_does_nothing(tmp_path):
+    """transformers' constant schedule has no warmup: the config's warmup_ratio would be ignored
+    in silence (issue 33, 6)."""
+    from mhgen.validate import validate
+
+    config = {**MINIMAL, "lr_scheduler_type": "constant", "warmup_ratio": 0.3}
+    found = [str(d) for d in validate(load_file(write_config(tmp_path, config)))]
+    assert any(
+        '$.warmup_ratio: warning: warmup_ratio 0.3 has no effect with lr_scheduler_type "constant"' in d
+        and '"constant_with_warmup"' in d
+        for d in found
+    ), found
+    default = {**MINIMAL, "lr_scheduler_type": "constant"}  # the default warmup_ratio, 0.03
+    found = [str(d) for d in validate(load_file(write_config(tmp_path, default, "d.json")))]
+    assert any("$.lr_scheduler_type: warning: warmup_ratio 0.03 has no effect" in d for d in found), found
+    for fine in (
+        {"lr_scheduler_type": "constant", "warmup_ratio": 0},
+        {"lr_scheduler_type": "constant_with_warmup"},
+    ):
+        found = [
+            str(d)
+            for d in validate(load_file(write_config(tmp_path, {**MINIMAL, **fine}, "f.json")))
+        ]
+        assert not any("has no effect with lr_scheduler_type" in d for d in found), found

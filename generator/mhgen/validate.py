@@ -236,6 +236,13 @@ def semantic(source: Source) -> list[Diagnostic]:
             "families (their attention keeps concatenated examples apart by position ids), not "
             "for this model: check that it does, or use group_by_length",
         )
+    if get("lr_scheduler_type") == "constant" and get("warmup_ratio") > 0:
+        warn(
+            "warmup_ratio" if "warmup_ratio" in data else "lr_scheduler_type",
+            f"warmup_ratio {get('warmup_ratio'):g} has no effect with lr_scheduler_type "
+            '"constant" (its learning rate is constant from the first step): use '
+            '"constant_with_warmup" to warm up, or set warmup_ratio to 0',
+        )
     if get("selective_checkpointing") and not get("use_gradient_checkpointing"):
         warn("selective_checkpointing", "has no effect without use_gradient_checkpointing")
     elif get("selective_checkpointing") and family.attn_implementation == "eager":
