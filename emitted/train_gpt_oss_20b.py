@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: eb89cf6d659bbc54892ac1cd3be1e4d6ec54853031c6e2ca1fa487acafc08481
+# mhgen-body-sha256: c98c685feaf3a711152c63ab2d6fd71da9ae9c6c4485e236f7eb6c99633007a9
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -493,7 +493,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: aa7a7a33dd61a9587fd172413d9d3ced1e3f1ab969a0d92351b72d33e2e31511
+# runtime sha256: cd671aabf4207697acdc3b3f50bc53535e1aa8ddf87ab0980947bc4d455bb735
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2337,6 +2337,17 @@ def examples(
     return split_eval(examples, eval_split, seed)
 
 
+def evaluation_missing(state: dict, args) -> bool:
+    """Whether the evaluation due at a checkpoint's step is not in its log: a signal stopped the
+    run during it or just before it (a run stops without evaluating)."""
+    step = state["global_step"]
+    if args.eval_strategy != "steps" or step == 0 or step % args.eval_steps:
+        return False
+    return not any(
+        "eval_loss" in entry and entry.get("step") == step for entry in state["log_history"]
+    )
+
+
 def train(
     trainer,
     stopper,
@@ -2372,6 +2383,9 @@ def train(
         state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
         step, epoch = state["global_step"], state["epoch"]
         print_main(f"resuming from {checkpoint.name}: step {step}, epoch {epoch:.2f}")
+        if evaluation_missing(state, trainer.args):
+            trainer.args.eval_on_start = True  # transformers evaluates before the first step
+            print_main(f"the evaluation of step {step} did not run (a signal stopped it): first it")
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except StopRequested:  # a signal during an evaluation: save the step it followed

@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: a05c4536d3ff72bcbdba8cdb88e556211f8bfd7eeb0f031deaa9a7ec4dcbc5ec
+# mhgen-body-sha256: 2e856abb29f376378d58bd9ff09c1b24e6f3e7eba26b659b6ed9b6459b1cf840
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -401,7 +401,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: aa7a7a33dd61a9587fd172413d9d3ced1e3f1ab969a0d92351b72d33e2e31511
+# runtime sha256: cd671aabf4207697acdc3b3f50bc53535e1aa8ddf87ab0980947bc4d455bb735
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2245,6 +2245,17 @@ def examples(
     return split_eval(examples, eval_split, seed)
 
 
+def evaluation_missing(state: dict, args) -> bool:
+    """Whether the evaluation due at a checkpoint's step is not in its log: a signal stopped the
+    run during it or just before it (a run stops without evaluating)."""
+    step = state["global_step"]
+    if args.eval_strategy != "steps" or step == 0 or step % args.eval_steps:
+        return False
+    return not any(
+        "eval_loss" in entry and entry.get("step") == step for entry in state["log_history"]
+    )
+
+
 def train(
     trainer,
     stopper,
@@ -2280,6 +2291,9 @@ def train(
         state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
         step, epoch = state["global_step"], state["epoch"]
         print_main(f"resuming from {checkpoint.name}: step {step}, epoch {epoch:.2f}")
+        if evaluation_missing(state, trainer.args):
+            trainer.args.eval_on_start = True  # transformers evaluates before the first step
+            print_main(f"the evaluation of step {step} did not run (a signal stopped it): first it")
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except StopRequested:  # a signal during an evaluation: save the step it followed

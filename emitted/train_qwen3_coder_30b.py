@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 7359a949c534354262ea990c0a509a7bf5f076f6de222ed055552f10ce6eda0d
+# mhgen-body-sha256: b352b9f30a799006f4ebeb42ee5843c40d16b286d27369032c46dad5be9e8de4
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -415,7 +415,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: aa7a7a33dd61a9587fd172413d9d3ced1e3f1ab969a0d92351b72d33e2e31511
+# runtime sha256: cd671aabf4207697acdc3b3f50bc53535e1aa8ddf87ab0980947bc4d455bb735
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2259,6 +2259,17 @@ def examples(
     return split_eval(examples, eval_split, seed)
 
 
+def evaluation_missing(state: dict, args) -> bool:
+    """Whether the evaluation due at a checkpoint's step is not in its log: a signal stopped the
+    run during it or just before it (a run stops without evaluating)."""
+    step = state["global_step"]
+    if args.eval_strategy != "steps" or step == 0 or step % args.eval_steps:
+        return False
+    return not any(
+        "eval_loss" in entry and entry.get("step") == step for entry in state["log_history"]
+    )
+
+
 def train(
     trainer,
     stopper,
@@ -2294,6 +2305,9 @@ def train(
         state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
         step, epoch = state["global_step"], state["epoch"]
         print_main(f"resuming from {checkpoint.name}: step {step}, epoch {epoch:.2f}")
+        if evaluation_missing(state, trainer.args):
+            trainer.args.eval_on_start = True  # transformers evaluates before the first step
+            print_main(f"the evaluation of step {step} did not run (a signal stopped it): first it")
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except StopRequested:  # a signal during an evaluation: save the step it followed

@@ -153,6 +153,10 @@ def test_a_signal_during_evaluation_stops_it_and_saves_the_step_it_followed(tmp_
     resumed = run(script, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert trained_range(resumed.stdout) == (3, 6)
+    # the evaluation the signal cut short runs first (issue 33, 7): all three are in the log
+    assert "the evaluation of step 2 did not run (a signal stopped it): first it" in resumed.stdout
+    log = record(tmp_path / "out")["log_history"]
+    assert [e["step"] for e in log if "eval_loss" in e] == [2, 4, 6]
 
 
 def test_signals_while_a_checkpoint_is_written_do_not_break_it(tmp_path, setup):

@@ -150,6 +150,17 @@ def examples(
     return split_eval(examples, eval_split, seed)
 
 
+def evaluation_missing(state: dict, args) -> bool:
+    """Whether the evaluation due at a checkpoint's step is not in its log: a signal stopped the
+    run during it or just before it (a run stops without evaluating)."""
+    step = state["global_step"]
+    if args.eval_strategy != "steps" or step == 0 or step % args.eval_steps:
+        return False
+    return not any(
+        "eval_loss" in entry and entry.get("step") == step for entry in state["log_history"]
+    )
+
+
 def train(
     trainer,
     stopper,
@@ -185,6 +196,9 @@ def train(
         state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
         step, epoch = state["global_step"], state["epoch"]
         print_main(f"resuming from {checkpoint.name}: step {step}, epoch {epoch:.2f}")
+        if evaluation_missing(state, trainer.args):
+            trainer.args.eval_on_start = True  # transformers evaluates before the first step
+            print_main(f"the evaluation of step {step} did not run (a signal stopped it): first it")
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except StopRequested:  # a signal during an evaluation: save the step it followed
