@@ -452,3 +452,41 @@ def test_the_runtime_modules_import_only_the_standard_library_at_the_top():
     for block in (appendix.core(), appendix.experts()):
         for module, _, _ in block.imports:
             assert module.split(".")[0] in sys.stdlib_module_names, module
+
+
+def test_two_runs_making_the_same_tokens_both_finish(tmp_path, monkeypatch):
+    """Each writer stages into a folder of its own and renames it into place; the one that
+    finds the entry made by the other uses that (issue 33, 3: a shared staging folder crashed)."""
+    pytest.importorskip("datasets")
+    import functools
+    import shutil as shutil_module
+
+    from mhgen.tiny import build_tokenizer
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "".join(json.dumps({"prompt": f"p{i}", "completion": "c"}) + "\n" for i in range(6))
+    )
+    tokenizer = build_tokenizer("chatml")
+
+    def tokenize(messages, tools=()):
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+        return data.tokens_and_labels(tokenizer, [(text, True)])
+
+    rename, staged = data.os.rename, []
+
+    def the_other_run_first(src, dst, *args, **kwargs):  # another run's tokens got there first
+        if str(src).endswith(".in-progress"):
+            staged.append(Path(src))
+            shutil_module.copytree(src, dst)
+        return rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(data.os, "rename", the_other_run_first)
+    cache = tmp_path / "cache"
+    examples, profile = data.tokenized(source(path), functools.partial(tokenize), cache, 64)
+    assert len(examples) == 6 and profile["kept"] == 6
+    assert staged and not staged[0].exists()  # the loser's staging folder is gone
+    assert [p.name for p in (cache / "tokens").iterdir()] == [staged[0].name.split(".")[0]]
+    monkeypatch.setattr(data.os, "rename", rename)
+    again, _ = data.tokenized(source(path), functools.partial(tokenize), cache, 64)
+    assert list(again["input_ids"]) == list(examples["input_ids"])  # the entry is whole
