@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: c98c685feaf3a711152c63ab2d6fd71da9ae9c6c4485e236f7eb6c99633007a9
+# mhgen-body-sha256: 1b55bb6c1ecf25dacd20e7633b3739b8e74912c144ddd37bd4222fdfdf55ad76
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -493,7 +493,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: cd671aabf4207697acdc3b3f50bc53535e1aa8ddf87ab0980947bc4d455bb735
+# runtime sha256: 48f63cefabf88cf63ee7e909f7847e41d0051bbd9b85f7ccc85517da7fd4d47e
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2275,16 +2275,21 @@ def check_data(
 ):
     """Every row of the data checked, then the tokenizer loaded and the first examples' text
     compared with its own chat template; returns the tokenizer."""
+    tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
+    check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
+    return tokenizer
+
+
+def check_rows_and_load_tokenizer(
+    data: DataSource, evaluation: DataSource | None, cache: Path, base_model: str
+):
     from datasets import disable_progress_bars
 
     if not sys.stderr.isatty():
         disable_progress_bars()  # bars redrawn into a log are noise (at a terminal they stay)
     for source in [data] if evaluation is None else [data, evaluation]:
         check_rows(source, cache)
-    tokenizer = load_tokenizer(base_model)
-    conversations = first_conversations(data, 3)
-    check_chat_template(tokenizer, conversations, chat, template_check)
-    return tokenizer
+    return load_tokenizer(base_model)
 
 
 def dry_run(
@@ -2297,10 +2302,11 @@ def dry_run(
     max_length: int,
 ) -> None:
     """--dry-run: check the data as a run does, print the first example as text and as trained
-    and untrained tokens, and the length profile; loads no model, leaves no file behind."""
+    and untrained tokens, and the length profile, then compare the text with the tokenizer's own
+    chat template; loads no model, leaves no file behind."""
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder)
-        tokenizer = check_data(data, evaluation, cache, base_model, chat, template_check)
+        tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
         (conversation,) = first_conversations(data, 1)
         print("--- first example, as the model sees it:")
         print(chat.format_conversation(**conversation))
@@ -2309,6 +2315,7 @@ def dry_run(
         print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
         _, profile = tokenized(data, functools.partial(tokenize, tokenizer), cache, max_length)
         print("--- " + describe(profile))
+        check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
 
 
 def examples(

@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 2e856abb29f376378d58bd9ff09c1b24e6f3e7eba26b659b6ed9b6459b1cf840
+# mhgen-body-sha256: e031ecdcb84c89bab1faab705f227c39b8b3e91777f32430f12ea21f152d1390
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -401,7 +401,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: cd671aabf4207697acdc3b3f50bc53535e1aa8ddf87ab0980947bc4d455bb735
+# runtime sha256: 48f63cefabf88cf63ee7e909f7847e41d0051bbd9b85f7ccc85517da7fd4d47e
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2183,16 +2183,21 @@ def check_data(
 ):
     """Every row of the data checked, then the tokenizer loaded and the first examples' text
     compared with its own chat template; returns the tokenizer."""
+    tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
+    check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
+    return tokenizer
+
+
+def check_rows_and_load_tokenizer(
+    data: DataSource, evaluation: DataSource | None, cache: Path, base_model: str
+):
     from datasets import disable_progress_bars
 
     if not sys.stderr.isatty():
         disable_progress_bars()  # bars redrawn into a log are noise (at a terminal they stay)
     for source in [data] if evaluation is None else [data, evaluation]:
         check_rows(source, cache)
-    tokenizer = load_tokenizer(base_model)
-    conversations = first_conversations(data, 3)
-    check_chat_template(tokenizer, conversations, chat, template_check)
-    return tokenizer
+    return load_tokenizer(base_model)
 
 
 def dry_run(
@@ -2205,10 +2210,11 @@ def dry_run(
     max_length: int,
 ) -> None:
     """--dry-run: check the data as a run does, print the first example as text and as trained
-    and untrained tokens, and the length profile; loads no model, leaves no file behind."""
+    and untrained tokens, and the length profile, then compare the text with the tokenizer's own
+    chat template; loads no model, leaves no file behind."""
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder)
-        tokenizer = check_data(data, evaluation, cache, base_model, chat, template_check)
+        tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
         (conversation,) = first_conversations(data, 1)
         print("--- first example, as the model sees it:")
         print(chat.format_conversation(**conversation))
@@ -2217,6 +2223,7 @@ def dry_run(
         print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
         _, profile = tokenized(data, functools.partial(tokenize, tokenizer), cache, max_length)
         print("--- " + describe(profile))
+        check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
 
 
 def examples(

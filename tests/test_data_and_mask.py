@@ -370,8 +370,20 @@ def test_malformed_sharegpt_rows_say_which_turn(tmp_path, turns, problem):
     assert str(caught.value) == problem
 
 
-def test_sharegpt_code_is_only_in_scripts_that_read_it(tmp_path):
-    assert "from_sharegpt" in emitted_module(tmp_path, "Qwen/Qwen3-8B")
-    assert "from_sharegpt" not in emitted_module(
-        tmp_path, "Qwen/Qwen3-8B", dataset_format="messages"
-    )
+def test_sharegpt_is_read_only_by_scripts_whose_dataset_format_allows_it(tmp_path):
+    """Every script carries the runtime's ShareGPT reader; the recipe decides whether it is used:
+    its to_conversation reads rows as the config's dataset_format says."""
+
+    def recipe(**settings):
+        data = {"base_model": "Qwen/Qwen3-8B", "chat_template": "auto", "system_prompt": ""}
+        text = compile_config(write_config(tmp_path, data | settings)).text
+        return text.split("\n# ==== mhgen runtime")[0]
+
+    assert 'row_messages(row, "auto")' in recipe()
+    assert 'row_messages(row, "sharegpt")' in recipe(dataset_format="sharegpt")
+    messages_only = recipe(dataset_format="messages")
+    assert 'row_messages(row, "messages")' in messages_only
+    assert "sharegpt" not in messages_only.lower()
+    script = emitted_module(tmp_path, "Qwen/Qwen3-8B", dataset_format="messages")
+    with pytest.raises(script["DataError"], match=r"missing key 'messages' \(dataset_format"):
+        script["to_conversation"](json.loads(json.dumps(SHAREGPT)))

@@ -190,14 +190,15 @@ def test_a_4bit_run_merges_into_the_16bit_weights(tiny, tmp_path):
 
 def test_the_disk_check_counts_the_merged_model(tmp_path, monkeypatch):
     script = emitted(tmp_path, "Qwen/Qwen3-8B")
-    free = script["MERGED_BYTES"] - 1
+    disk_bytes, keep = script["DISK_BYTES"], script["SAVE_TOTAL_LIMIT"]
+    free = disk_bytes["merged"] - 1
     monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(free, 0, free))
-    script["check_disk"](tmp_path, train=False, merge=False)  # nothing to write
-    size = f"{script['MERGED_BYTES'] / 2**30:.2f}"
+    script["check_disk"](tmp_path, disk_bytes, keep, train=False, merge=False)  # nothing to write
+    size = f"{disk_bytes['merged'] / 2**30:.2f}"
     with pytest.raises(SystemExit, match=rf"up to {size} GiB \(the merged model of {size} GiB\)"):
-        script["check_disk"](tmp_path, train=False, merge=True)
+        script["check_disk"](tmp_path, disk_bytes, keep, train=False, merge=True)
     with pytest.raises(SystemExit, match=rf"and the adapter; the merged model of {size} GiB\)"):
-        script["check_disk"](tmp_path, train=True, merge=True)
+        script["check_disk"](tmp_path, disk_bytes, keep, train=True, merge=True)
 
 
 def test_gpt_oss_s_mxfp4_experts_are_copied_as_they_are(tmp_path, capsys):
@@ -239,7 +240,7 @@ def test_gpt_oss_s_mxfp4_experts_are_copied_as_they_are(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("emitted_gpt_oss_merge", tmp_path / "train.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    script.merge_adapter(out)
+    script.merge_adapter(out, script.BASE_MODEL, script.DTYPE)
 
     merged = merged_tensors(out)
     assert merged.keys() == tensors.keys()

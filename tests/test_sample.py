@@ -139,12 +139,14 @@ def test_which_rows_without_an_evaluation_split(tmp_path):
     data, held = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in counting(range(2, 8))))
     held.write_text("\n" + "".join(json.dumps(r) + "\n" for r in counting(range(20, 24))))
-    script["EVAL_SPLIT"] = 0
-    what, found = script["sample_conversations"](None, data, tmp_path, 2)
+    source = script["DataSource"](data, "train", None, script["to_conversation"])
+    # eval_split 0: no split to find (nothing is tokenized, the output folder is not read)
+    assert script["held_out_split"](source, None, tmp_path, tmp_path, 0, SEED, 128) is None
+    what, found = script["held_out_conversations"](source, None, None, 2)
     assert [c["messages"][-1]["content"] for c in found] == ["0 1", "0 1 2"]
     assert "no evaluation split" in what
-    script["EVAL_DATASET_PATH"] = str(held)
-    what, found = script["sample_conversations"](None, data, tmp_path, 3)
+    evaluation = source.other(str(held), "train")
+    what, found = script["held_out_conversations"](source, evaluation, None, 3)
     assert [c["messages"][0]["content"] for c in found] == [
         "Count to 20.",
         "Count to 21.",
@@ -283,8 +285,16 @@ def test_a_reply_stops_at_an_end_token_and_leaves_it_out(trained, tmp_path):
     with torch.no_grad():
         tokens = base.generate(ids, do_sample=False, max_new_tokens=20)[0, ids.shape[1] :].tolist()
     stop = next(k for k in range(1, len(tokens)) if tokens[k] not in tokens[:k])
-    script["END_TOKENS"] = (tokenizer.convert_ids_to_tokens(tokens[stop]),)
-    assert script["reply"](base, tokenizer, conversation) == tokenizer.decode(tokens[:stop])
+    end_tokens = (tokenizer.convert_ids_to_tokens(tokens[stop]),)
+    chat = script["ChatFormat"](
+        script["format_conversation"],
+        script["official_render"],
+        script["GENERATION_PROMPT"],
+        end_tokens,
+    )
+    assert chat.reply_prompt(conversation) == prompt
+    text = script["reply"](base, tokenizer, chat.reply_prompt(conversation), chat.end_tokens)
+    assert text == tokenizer.decode(tokens[:stop])
 
 
 def test_sample_alone_on_other_data_than_the_run_trained_on_is_refused(trained, tmp_path):

@@ -2304,13 +2304,14 @@ BAD_ROWS = [
 def test_malformed_tool_rows_name_the_message(tmp_path, row, problem):
     script = emitted(tmp_path, "Qwen/Qwen3-8B")
     line = json.dumps(row).encode()
-    assert script["parse_row"](6, line, "train.jsonl") == (None, f"train.jsonl:7: {problem}")
+    parsed = script["parse_row"](6, line, "train.jsonl", script["to_conversation"])
+    assert parsed == (None, f"train.jsonl:7: {problem}")
 
 
 def test_a_good_tool_row_parses(tmp_path):
     script = emitted(tmp_path, "Qwen/Qwen3-8B")
     conversation, problem = script["parse_row"](
-        0, json.dumps(tool_row(CALLED, RESULT, FINAL)).encode(), "t"
+        0, json.dumps(tool_row(CALLED, RESULT, FINAL)).encode(), "t", script["to_conversation"]
     )
     assert problem == "" and [m["role"] for m in conversation["messages"]] == [
         "user",
@@ -2325,7 +2326,7 @@ def test_mistral_needs_nine_character_call_ids(tmp_path):
     row = tool_row(
         {**CALLED, "tool_calls": [call(id="call_1")]}, {**RESULT, "tool_call_id": "call_1"}, FINAL
     )
-    _, problem = script["parse_row"](2, json.dumps(row).encode(), "t")
+    _, problem = script["parse_row"](2, json.dumps(row).encode(), "t", script["to_conversation"])
     assert problem.startswith(
         "t:3: message 1: tool call id 'call_1'; Mistral's template needs an id of 9 letters and digits"
     )
@@ -2334,7 +2335,10 @@ def test_mistral_needs_nine_character_call_ids(tmp_path):
 def test_text_beside_a_call_is_refused_where_the_template_drops_it(tmp_path):
     row = tool_row({**CALLED, "content": "Let me check."}, RESULT, FINAL)
     for model in ("meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3"):
-        _, problem = emitted(tmp_path, model)["parse_row"](0, json.dumps(row).encode(), "t")
+        script = emitted(tmp_path, model)
+        _, problem = script["parse_row"](
+            0, json.dumps(row).encode(), "t", script["to_conversation"]
+        )
         assert problem.startswith("t:1: message 1: text beside "), problem
 
 

@@ -88,16 +88,21 @@ def check_data(
 ):
     """Every row of the data checked, then the tokenizer loaded and the first examples' text
     compared with its own chat template; returns the tokenizer."""
+    tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
+    check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
+    return tokenizer
+
+
+def check_rows_and_load_tokenizer(
+    data: DataSource, evaluation: DataSource | None, cache: Path, base_model: str
+):
     from datasets import disable_progress_bars
 
     if not sys.stderr.isatty():
         disable_progress_bars()  # bars redrawn into a log are noise (at a terminal they stay)
     for source in [data] if evaluation is None else [data, evaluation]:
         check_rows(source, cache)
-    tokenizer = load_tokenizer(base_model)
-    conversations = first_conversations(data, 3)
-    check_chat_template(tokenizer, conversations, chat, template_check)
-    return tokenizer
+    return load_tokenizer(base_model)
 
 
 def dry_run(
@@ -110,10 +115,11 @@ def dry_run(
     max_length: int,
 ) -> None:
     """--dry-run: check the data as a run does, print the first example as text and as trained
-    and untrained tokens, and the length profile; loads no model, leaves no file behind."""
+    and untrained tokens, and the length profile, then compare the text with the tokenizer's own
+    chat template; loads no model, leaves no file behind."""
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder)
-        tokenizer = check_data(data, evaluation, cache, base_model, chat, template_check)
+        tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
         (conversation,) = first_conversations(data, 1)
         print("--- first example, as the model sees it:")
         print(chat.format_conversation(**conversation))
@@ -122,6 +128,7 @@ def dry_run(
         print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
         _, profile = tokenized(data, functools.partial(tokenize, tokenizer), cache, max_length)
         print("--- " + describe(profile))
+        check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
 
 
 def examples(
