@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 1b55bb6c1ecf25dacd20e7633b3739b8e74912c144ddd37bd4222fdfdf55ad76
+# mhgen-body-sha256: 38910241fc6e2ed88b2ca42547afe9c90fb9e2341ed9cb849fd888e659de982e
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -493,7 +493,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 48f63cefabf88cf63ee7e909f7847e41d0051bbd9b85f7ccc85517da7fd4d47e
+# runtime sha256: a9ecaaec52e7bad65d4bf624b71ee335abed0f0bc4ad072790d075c0ee721af4
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2283,6 +2283,8 @@ def check_data(
 def check_rows_and_load_tokenizer(
     data: DataSource, evaluation: DataSource | None, cache: Path, base_model: str
 ):
+    """Every row of the data checked (the first problems named, all in one run), then the
+    tokenizer loaded: the data's problems come before any download."""
     from datasets import disable_progress_bars
 
     if not sys.stderr.isatty():

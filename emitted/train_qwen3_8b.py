@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: e031ecdcb84c89bab1faab705f227c39b8b3e91777f32430f12ea21f152d1390
+# mhgen-body-sha256: d7c67065c14701875e8b778af1be26125232197ebd4b8fa36372735ef2680d00
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -401,7 +401,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 48f63cefabf88cf63ee7e909f7847e41d0051bbd9b85f7ccc85517da7fd4d47e
+# runtime sha256: a9ecaaec52e7bad65d4bf624b71ee335abed0f0bc4ad072790d075c0ee721af4
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2191,6 +2191,8 @@ def check_data(
 def check_rows_and_load_tokenizer(
     data: DataSource, evaluation: DataSource | None, cache: Path, base_model: str
 ):
+    """Every row of the data checked (the first problems named, all in one run), then the
+    tokenizer loaded: the data's problems come before any download."""
     from datasets import disable_progress_bars
 
     if not sys.stderr.isatty():

@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 084af3ad0c5cf0e1a313f4549ec98317ad8674c139ee8c26345833e744090d05
+# mhgen-body-sha256: 53c055f70fbc6ba1781befb98a10273a6af7c4037da0be2236efa68853cb68a0
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -415,7 +415,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 48f63cefabf88cf63ee7e909f7847e41d0051bbd9b85f7ccc85517da7fd4d47e
+# runtime sha256: a9ecaaec52e7bad65d4bf624b71ee335abed0f0bc4ad072790d075c0ee721af4
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2205,6 +2205,8 @@ def check_data(
 def check_rows_and_load_tokenizer(
     data: DataSource, evaluation: DataSource | None, cache: Path, base_model: str
 ):
+    """Every row of the data checked (the first problems named, all in one run), then the
+    tokenizer loaded: the data's problems come before any download."""
     from datasets import disable_progress_bars
 
     if not sys.stderr.isatty():

@@ -96,6 +96,8 @@ def check_data(
 def check_rows_and_load_tokenizer(
     data: DataSource, evaluation: DataSource | None, cache: Path, base_model: str
 ):
+    """Every row of the data checked (the first problems named, all in one run), then the
+    tokenizer loaded: the data's problems come before any download."""
     from datasets import disable_progress_bars
 
     if not sys.stderr.isatty():
