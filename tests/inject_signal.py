@@ -2,8 +2,10 @@
 
     INJECT_SIGNAL=EVENT:N:COUNT[:RANK] python tests/inject_signal.py SCRIPT ARGS...
 
-EVENT is a trainer callback event (on_substep_end, on_step_end, on_prediction_step, ...) or
-``save``, the middle of writing a checkpoint (after the adapter, before the optimizer state). At
+EVENT is a trainer callback event (on_substep_end, on_step_end, on_prediction_step, ...),
+``save``, the middle of writing a checkpoint (after the adapter, before the optimizer state),
+``generate``, a reply being generated (--sample), or ``save_file``, a safetensors file being
+written (--merge writes one per decoder layer). At
 the N-th such point the process sends itself COUNT SIGTERMs, only on that torchrun RANK when one
 is given. The signal goes through the script's own handler, as a real one would.
 """
@@ -28,7 +30,27 @@ def arrived() -> None:
             os.kill(os.getpid(), signal.SIGTERM)  # its Python handler runs before the next line
 
 
-if event == "save":
+if event == "generate":
+    from transformers import GenerationMixin
+
+    generate = GenerationMixin.generate
+
+    def generating(self, *args, **kwargs):
+        arrived()
+        return generate(self, *args, **kwargs)
+
+    GenerationMixin.generate = generating
+elif event == "save_file":
+    import safetensors.torch
+
+    save_file = safetensors.torch.save_file
+
+    def saving(*args, **kwargs):
+        arrived()
+        return save_file(*args, **kwargs)
+
+    safetensors.torch.save_file = saving
+elif event == "save":
     save_optimizer = Trainer._save_optimizer_and_scheduler
 
     def _save_optimizer_and_scheduler(self, output_dir):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 
 import pytest
 
@@ -278,3 +279,15 @@ def test_merge_and_sample_together_on_a_finished_run_do_both(trained):
     assert "effective batch" not in proc.stdout and "adapter saved" not in proc.stdout
     assert "LoRA pairs" in proc.stdout and (out / "merged" / "config.json").is_file()
     assert len((out / "samples.jsonl").read_text().split("\n")[:-1]) == 1
+
+
+def test_a_signal_while_merging_ends_the_script_and_leaves_no_merged_folder(trained):
+    """SIGTERM during --merge (after the first of its files) ends the script with 143 at once;
+    merged/ never appears half-written (issue 33, 4)."""
+    _, script, out, _ = trained
+    shutil.rmtree(out / "merged")
+    proc = run(script, "--merge", inject="save_file:2:1")
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert not (out / "merged").exists() and "Traceback" not in proc.stderr
+    assert run(script, "--merge").returncode == 0
+    assert (out / "merged" / "model.safetensors.index.json").is_file()

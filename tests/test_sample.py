@@ -15,6 +15,7 @@ import json
 import random
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,17 @@ def test_a_negative_count_is_a_usage_error(trained):
     assert proc.stderr.splitlines()[-1].endswith(
         "error: --sample -1: N must be 0 (no samples) or more"
     )
+
+
+def test_a_signal_while_sampling_ends_the_script_and_writes_no_samples(trained):
+    """After training the stop handler is gone: SIGTERM during --sample ends the script with
+    143 at once, and no samples.jsonl is written, whole or half (issue 33, 4)."""
+    _, _, script, out, _ = trained
+    before = samples(out)
+    (out / "samples.jsonl").unlink()
+    proc = run(script, "--sample", "2", inject="generate:2:1")
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "--- sample 1" in proc.stdout and "--- sample 2" not in proc.stdout
+    assert not (out / "samples.jsonl").exists() and "Traceback" not in proc.stderr
+    assert run(script, "--sample", "2").returncode == 0  # the next run writes them whole
+    assert samples(out) == before
