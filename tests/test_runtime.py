@@ -490,3 +490,21 @@ def test_two_runs_making_the_same_tokens_both_finish(tmp_path, monkeypatch):
     monkeypatch.setattr(data.os, "rename", rename)
     again, _ = data.tokenized(source(path), functools.partial(tokenize), cache, 64)
     assert list(again["input_ids"]) == list(examples["input_ids"])  # the entry is whole
+
+
+def test_an_edit_anywhere_in_a_data_file_changes_its_fingerprint(tmp_path):
+    """Every byte counts, whatever the size: a 5-byte edit in the middle of a large file once
+    reused stale tokens (issue 33, 5)."""
+    from mhgen.runtime import fingerprints
+
+    path = tmp_path / "big.jsonl"
+    line = json.dumps({"prompt": "p" * 200, "completion": "c"}) + "\n"
+    path.write_text(line * 20_000)  # about 4 MiB
+    before = fingerprints.fingerprint(source(path))
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 5] = b"ppppq"[: len(raw[middle : middle + 5])]
+    path.write_bytes(bytes(raw))
+    assert path.stat().st_size == len(line) * 20_000
+    after = fingerprints.fingerprint(source(path))
+    assert before.startswith("sha256:") and after.startswith("sha256:") and before != after
