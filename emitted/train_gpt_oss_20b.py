@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 8233bd1c1dc078e9d3f3bfcde27c714da9a1ec8a82ea23a0c8f69a58e651d3bb
+# mhgen-body-sha256: f63d2fff2d2c1d377944724de29a912662e9209d42f5a3af08e1d919b0d27b4a
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -493,7 +493,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: dfc41c02a1a622f53166108b1aa9c9aceaab09b420206f0c050460d6788b852e
+# runtime sha256: 543f4984d26e157db66ed8279e72ac2fb9b1bf45739511a3053f1e24d559953f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -839,7 +839,12 @@ def load_table(source: DataSource):
             reason += (
                 ": " + (str(exc.__cause__).strip() or type(exc.__cause__).__name__).splitlines()[0]
             )
-        if not path.exists() and path.suffix.lower() not in LOADERS:
+        if not path.exists() and path.suffix.lower() not in LOADERS and "Couldn't reach" in reason:
+            reason = (
+                "no such file or folder here, and the Hugging Face Hub could not be reached to "
+                f"look for it (offline?): {reason}"
+            )
+        elif not path.exists() and path.suffix.lower() not in LOADERS:
             reason = f"no such file or folder here, and none on the Hugging Face Hub: {reason}"
         sys.exit(f"error: cannot read the data {data_name(source)}: {reason}")
 
@@ -1127,11 +1132,12 @@ def code_of(function, seen=None) -> str:
     return "\n".join(parts)
 
 
-def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
+def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: bool = True):
     """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row),
     made in parallel once: ``tokenize`` (a conversation's tokens and labels) cut to
     ``max_length``. A later run on the same data with the same tokenizer and code takes them from
-    ``cache``, the folder named by all that decides them. Returns it and the length profile."""
+    ``cache``, the folder named by all that decides them (``kept`` False: a cache deleted after
+    this run, which is then not named). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
     key = cache_key(
@@ -1195,7 +1201,10 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
             (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
     print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
-    print_main(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")
+    if kept:
+        print_main(
+            f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)"
+        )
     return load_from_disk(str(folder)), profile
 
 
@@ -2309,7 +2318,8 @@ def dry_run(
         labels = tokenize(tokenizer, **conversation)["labels"]
         print("--- the tokens it is trained to generate (the rest is context):")
         print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
-        _, profile = tokenized(data, functools.partial(tokenize, tokenizer), cache, max_length)
+        tokens = functools.partial(tokenize, tokenizer)
+        _, profile = tokenized(data, tokens, cache, max_length, kept=False)
         print("--- " + describe(profile))
         check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
 

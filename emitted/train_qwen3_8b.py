@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: c11d833867626e72a1bf07da4b83d3875e5ebae84c3e4953f20efab51d859cea
+# mhgen-body-sha256: 88145cec06a27b186ee902df8c5b4007374cb43622c28fd2d8b922f8e495defe
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -401,7 +401,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: dfc41c02a1a622f53166108b1aa9c9aceaab09b420206f0c050460d6788b852e
+# runtime sha256: 543f4984d26e157db66ed8279e72ac2fb9b1bf45739511a3053f1e24d559953f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -747,7 +747,12 @@ def load_table(source: DataSource):
             reason += (
                 ": " + (str(exc.__cause__).strip() or type(exc.__cause__).__name__).splitlines()[0]
             )
-        if not path.exists() and path.suffix.lower() not in LOADERS:
+        if not path.exists() and path.suffix.lower() not in LOADERS and "Couldn't reach" in reason:
+            reason = (
+                "no such file or folder here, and the Hugging Face Hub could not be reached to "
+                f"look for it (offline?): {reason}"
+            )
+        elif not path.exists() and path.suffix.lower() not in LOADERS:
             reason = f"no such file or folder here, and none on the Hugging Face Hub: {reason}"
         sys.exit(f"error: cannot read the data {data_name(source)}: {reason}")
 
@@ -1035,11 +1040,12 @@ def code_of(function, seen=None) -> str:
     return "\n".join(parts)
 
 
-def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
+def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: bool = True):
     """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row),
     made in parallel once: ``tokenize`` (a conversation's tokens and labels) cut to
     ``max_length``. A later run on the same data with the same tokenizer and code takes them from
-    ``cache``, the folder named by all that decides them. Returns it and the length profile."""
+    ``cache``, the folder named by all that decides them (``kept`` False: a cache deleted after
+    this run, which is then not named). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
     key = cache_key(
@@ -1103,7 +1109,10 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
             (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
     print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
-    print_main(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")
+    if kept:
+        print_main(
+            f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)"
+        )
     return load_from_disk(str(folder)), profile
 
 
@@ -2217,7 +2226,8 @@ def dry_run(
         labels = tokenize(tokenizer, **conversation)["labels"]
         print("--- the tokens it is trained to generate (the rest is context):")
         print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
-        _, profile = tokenized(data, functools.partial(tokenize, tokenizer), cache, max_length)
+        tokens = functools.partial(tokenize, tokenizer)
+        _, profile = tokenized(data, tokens, cache, max_length, kept=False)
         print("--- " + describe(profile))
         check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
 

@@ -16,7 +16,7 @@
 # 872972d7fcb5709b37c3818403d8a4460d4b235dabc199cea9c2650d0fed0cfd) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: f8e3179e3104cbff909ac72b59b15f7994fcafc171c375f45efc155cb6b0129d
+# mhgen-body-sha256: a6c2e3c74b201c35ec200712a9130a6b65f65b22739be6fb7d277d31a23a9939
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -415,7 +415,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: dfc41c02a1a622f53166108b1aa9c9aceaab09b420206f0c050460d6788b852e
+# runtime sha256: 543f4984d26e157db66ed8279e72ac2fb9b1bf45739511a3053f1e24d559953f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -761,7 +761,12 @@ def load_table(source: DataSource):
             reason += (
                 ": " + (str(exc.__cause__).strip() or type(exc.__cause__).__name__).splitlines()[0]
             )
-        if not path.exists() and path.suffix.lower() not in LOADERS:
+        if not path.exists() and path.suffix.lower() not in LOADERS and "Couldn't reach" in reason:
+            reason = (
+                "no such file or folder here, and the Hugging Face Hub could not be reached to "
+                f"look for it (offline?): {reason}"
+            )
+        elif not path.exists() and path.suffix.lower() not in LOADERS:
             reason = f"no such file or folder here, and none on the Hugging Face Hub: {reason}"
         sys.exit(f"error: cannot read the data {data_name(source)}: {reason}")
 
@@ -1049,11 +1054,12 @@ def code_of(function, seen=None) -> str:
     return "\n".join(parts)
 
 
-def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
+def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: bool = True):
     """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row),
     made in parallel once: ``tokenize`` (a conversation's tokens and labels) cut to
     ``max_length``. A later run on the same data with the same tokenizer and code takes them from
-    ``cache``, the folder named by all that decides them. Returns it and the length profile."""
+    ``cache``, the folder named by all that decides them (``kept`` False: a cache deleted after
+    this run, which is then not named). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
     key = cache_key(
@@ -1117,7 +1123,10 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
             (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
     print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
-    print_main(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")
+    if kept:
+        print_main(
+            f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)"
+        )
     return load_from_disk(str(folder)), profile
 
 
@@ -2231,7 +2240,8 @@ def dry_run(
         labels = tokenize(tokenizer, **conversation)["labels"]
         print("--- the tokens it is trained to generate (the rest is context):")
         print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
-        _, profile = tokenized(data, functools.partial(tokenize, tokenizer), cache, max_length)
+        tokens = functools.partial(tokenize, tokenizer)
+        _, profile = tokenized(data, tokens, cache, max_length, kept=False)
         print("--- " + describe(profile))
         check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
 

@@ -267,6 +267,8 @@ def test_dry_run_shows_text_mask_and_lengths(tmp_path):
         in proc.stdout
     )
     assert not (tmp_path / "outputs").exists()
+    # its cache is deleted when it ends: no line names it as one a later run reuses (issue 30)
+    assert "tokenized data:" not in proc.stdout and "reuses it" not in proc.stdout
 
 
 PLAIN_CHATML = (

@@ -508,3 +508,34 @@ def test_an_edit_anywhere_in_a_data_file_changes_its_fingerprint(tmp_path):
     assert path.stat().st_size == len(line) * 20_000
     after = fingerprints.fingerprint(source(path))
     assert before.startswith("sha256:") and after.startswith("sha256:") and before != after
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (
+            ConnectionError("Couldn't reach 'nobody/nothing' on the Hub (LocalEntryNotFoundError)"),
+            "no such file or folder here, and the Hugging Face Hub could not be reached to look "
+            "for it (offline?): Couldn't reach 'nobody/nothing' on the Hub",
+        ),
+        (
+            FileNotFoundError("Dataset 'nobody/nothing' doesn't exist on the Hub"),
+            "no such file or folder here, and none on the Hugging Face Hub: Dataset "
+            "'nobody/nothing' doesn't exist on the Hub",
+        ),
+    ],
+)
+def test_a_hub_id_that_is_absent_is_told_from_a_hub_that_is_unreachable(monkeypatch, raised, said):
+    """An unreachable Hub is not an absent dataset (issue 30, 2)."""
+    datasets = pytest.importorskip("datasets")
+
+    def load_dataset(**kwargs):
+        raise raised
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    sources.load_table.cache_clear()
+    with pytest.raises(SystemExit) as stopped:
+        sources.load_table(sources.DataSource(Path("nobody/nothing"), "train", None, plain))
+    assert str(stopped.value).startswith(
+        f"error: cannot read the data nobody/nothing (train split): {said}"
+    )

@@ -299,11 +299,12 @@ def code_of(function, seen=None) -> str:
     return "\n".join(parts)
 
 
-def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
+def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: bool = True):
     """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row),
     made in parallel once: ``tokenize`` (a conversation's tokens and labels) cut to
     ``max_length``. A later run on the same data with the same tokenizer and code takes them from
-    ``cache``, the folder named by all that decides them. Returns it and the length profile."""
+    ``cache``, the folder named by all that decides them (``kept`` False: a cache deleted after
+    this run, which is then not named). Returns it and the length profile."""
     from datasets import Features, List, Value, load_from_disk
 
     key = cache_key(
@@ -367,7 +368,10 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int):
             (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
     print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
-    print_main(f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)")
+    if kept:
+        print_main(
+            f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)"
+        )
     return load_from_disk(str(folder)), profile
 
 

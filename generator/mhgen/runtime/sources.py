@@ -91,6 +91,11 @@ def load_table(source: DataSource):
             reason += (
                 ": " + (str(exc.__cause__).strip() or type(exc.__cause__).__name__).splitlines()[0]
             )
-        if not path.exists() and path.suffix.lower() not in LOADERS:
+        if not path.exists() and path.suffix.lower() not in LOADERS and "Couldn't reach" in reason:
+            reason = (
+                "no such file or folder here, and the Hugging Face Hub could not be reached to "
+                f"look for it (offline?): {reason}"
+            )
+        elif not path.exists() and path.suffix.lower() not in LOADERS:
             reason = f"no such file or folder here, and none on the Hugging Face Hub: {reason}"
         sys.exit(f"error: cannot read the data {data_name(source)}: {reason}")

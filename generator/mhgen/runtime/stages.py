@@ -128,7 +128,8 @@ def dry_run(
         labels = tokenize(tokenizer, **conversation)["labels"]
         print("--- the tokens it is trained to generate (the rest is context):")
         print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
-        _, profile = tokenized(data, functools.partial(tokenize, tokenizer), cache, max_length)
+        tokens = functools.partial(tokenize, tokenizer)
+        _, profile = tokenized(data, tokens, cache, max_length, kept=False)
         print("--- " + describe(profile))
         check_chat_template(tokenizer, first_conversations(data, 3), chat, template_check)
 
