@@ -180,3 +180,17 @@ def test_plan_says_which_tokens_a_padding_free_estimate_assumes(tmp_path, cli):
     assert "padding_free rows of 1 examples x 2048 tokens (every example max_seq_length long" in out
     _, out, _ = cli("plan", str(config), "--tokens-per-example", "600")
     assert out.startswith("Qwen/Qwen3-8B: 4-bit, padding_free rows of 1 examples x 600 tokens,")
+
+
+@pytest.mark.parametrize(
+    ("config", "name"), [("gpt-oss-20b", "gpt-oss-20b"), ("qwen3-coder-30b", "Qwen3-Coder-30B-A3B")]
+)
+def test_the_readme_s_peak_memory_figures_are_the_tool_s(config, name):
+    """The README quotes `mhgen plan`'s peak for the shipped MoE configs: the same figures
+    (issue 30, 2: it said 25.2 and 14.5 where the tool says 23.5 and 14.4)."""
+    from conftest import REPO
+    from mhgen.pipeline import compile_config
+
+    peak = compile_config(ETC / f"training-{config}.json").plan.peak_gib
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"{name} {peak} GiB" in readme
