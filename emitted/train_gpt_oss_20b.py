@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: f63d2fff2d2c1d377944724de29a912662e9209d42f5a3af08e1d919b0d27b4a
+# mhgen-body-sha256: 7f48ba3a72ca3bdc926a90b011bc06b44ab7b9eb565d15bb2561d0447bd306e3
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -404,7 +404,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         num_train_epochs=NUM_TRAIN_EPOCHS,
         max_steps=max_steps,
         per_device_train_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,
-        per_device_eval_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,  # evaluation fits where training does
+        per_device_eval_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,  # fits where training does
         gradient_accumulation_steps=GRADIENT_ACCUMULATION_STEPS,
         learning_rate=LEARNING_RATE,
         lr_scheduler_type=LR_SCHEDULER_TYPE,

@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 88145cec06a27b186ee902df8c5b4007374cb43622c28fd2d8b922f8e495defe
+# mhgen-body-sha256: 8652cb9812143e9ba042b89cf89bcd569a9708ba68a5c01aeac83527a81fee92
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -315,7 +315,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         num_train_epochs=NUM_TRAIN_EPOCHS,
         max_steps=max_steps,
         per_device_train_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,
-        per_device_eval_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,  # evaluation fits where training does
+        per_device_eval_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,  # fits where training does
         gradient_accumulation_steps=GRADIENT_ACCUMULATION_STEPS,
         learning_rate=LEARNING_RATE,
         lr_scheduler_type=LR_SCHEDULER_TYPE,

@@ -16,7 +16,7 @@
 # 24ebc8e80a325ff278ce4328cb6603085e06800c3192f353dbad498cf53b1b57) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 8534b7e8eb3f3c378c00683487cfe1c4285cdb07857b5585acb855bbc2908805
+# mhgen-body-sha256: e6a8bbbb9acf8f5d2f6489b4337576d27154d02e274954b44eb89d15df9846f1
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -327,7 +327,7 @@ def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bo
         num_train_epochs=NUM_TRAIN_EPOCHS,
         max_steps=max_steps,
         per_device_train_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,
-        per_device_eval_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,  # evaluation fits where training does
+        per_device_eval_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE,  # fits where training does
         gradient_accumulation_steps=GRADIENT_ACCUMULATION_STEPS,
         learning_rate=LEARNING_RATE,
         lr_scheduler_type=LR_SCHEDULER_TYPE,
