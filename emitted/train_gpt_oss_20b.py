@@ -16,7 +16,7 @@
 # 56129e2a2b60fdcc0130aa30fe22c6e2642003b5401c56fedb128b579153e23a) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 7f48ba3a72ca3bdc926a90b011bc06b44ab7b9eb565d15bb2561d0447bd306e3
+# mhgen-body-sha256: 9da3a4d0dbcebd60813fb158dbeb6b143bb3d87317f4f91c1014d89af113a1ef
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -45,7 +45,6 @@ import contextlib
 import csv
 import functools
 import hashlib
-import importlib
 import importlib.util
 import inspect
 import json
@@ -59,7 +58,6 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -493,7 +491,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 543f4984d26e157db66ed8279e72ac2fb9b1bf45739511a3053f1e24d559953f
+# runtime sha256: d687ca5833e97f1f3a97e31901fd1e05c054a21a70ddf8d6f9d1306f31e5830f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1188,7 +1186,10 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     profile = length_profile(columns["length"], columns["kept"], max_length)
     examples = rows.filter(lambda k: k, input_columns=["kept"], batched=True).remove_columns("kept")
     # a staging folder of this process's own: two runs sharing the cache never write into one
-    staging = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.in-progress")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(f".{os.getpid()}.in-progress", folder.name + ".", folder.parent)
+    )
     examples.save_to_disk(str(staging))
     (staging / "mhgen_profile.json").write_text(json.dumps(profile), encoding="utf-8")
     try:

@@ -16,7 +16,7 @@
 # f8934659c97098bf5ceba55425a5b0fa6f4fa5b95d89d8af8b8df55ff571305d) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: 8652cb9812143e9ba042b89cf89bcd569a9708ba68a5c01aeac83527a81fee92
+# mhgen-body-sha256: dc8dd95135d45cda2dbd780c07c598a92b6272b5a5b72a5a5c1c01d63ea86248
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -43,7 +43,6 @@ import contextlib
 import csv
 import functools
 import hashlib
-import importlib
 import importlib.util
 import inspect
 import json
@@ -57,7 +56,6 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -401,7 +399,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 543f4984d26e157db66ed8279e72ac2fb9b1bf45739511a3053f1e24d559953f
+# runtime sha256: d687ca5833e97f1f3a97e31901fd1e05c054a21a70ddf8d6f9d1306f31e5830f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1096,7 +1094,10 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     profile = length_profile(columns["length"], columns["kept"], max_length)
     examples = rows.filter(lambda k: k, input_columns=["kept"], batched=True).remove_columns("kept")
     # a staging folder of this process's own: two runs sharing the cache never write into one
-    staging = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.in-progress")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(f".{os.getpid()}.in-progress", folder.name + ".", folder.parent)
+    )
     examples.save_to_disk(str(staging))
     (staging / "mhgen_profile.json").write_text(json.dumps(profile), encoding="utf-8")
     try:

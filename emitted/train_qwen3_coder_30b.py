@@ -16,7 +16,7 @@
 # 24ebc8e80a325ff278ce4328cb6603085e06800c3192f353dbad498cf53b1b57) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # DO NOT EDIT: change the config and run `mhgen compile` (hand edits are detected).
-# mhgen-body-sha256: e6a8bbbb9acf8f5d2f6489b4337576d27154d02e274954b44eb89d15df9846f1
+# mhgen-body-sha256: a4628a05dd36e7c76328b62de85b7c5476b205a948f209a7b238c2f2c7c5bd0a
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -46,7 +46,6 @@ import contextlib
 import csv
 import functools
 import hashlib
-import importlib
 import importlib.util
 import inspect
 import json
@@ -60,7 +59,6 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -416,7 +414,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 543f4984d26e157db66ed8279e72ac2fb9b1bf45739511a3053f1e24d559953f
+# runtime sha256: d687ca5833e97f1f3a97e31901fd1e05c054a21a70ddf8d6f9d1306f31e5830f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1111,7 +1109,10 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     profile = length_profile(columns["length"], columns["kept"], max_length)
     examples = rows.filter(lambda k: k, input_columns=["kept"], batched=True).remove_columns("kept")
     # a staging folder of this process's own: two runs sharing the cache never write into one
-    staging = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.in-progress")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(f".{os.getpid()}.in-progress", folder.name + ".", folder.parent)
+    )
     examples.save_to_disk(str(staging))
     (staging / "mhgen_profile.json").write_text(json.dumps(profile), encoding="utf-8")
     try:

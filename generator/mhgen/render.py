@@ -116,11 +116,12 @@ def docwrap(text: str, indent: int = 4, width: int = 96, first: int = 0) -> str:
     room = width - indent
     lines: list[str] = []
     for paragraph in text.split("\n"):
-        line = ""
+        line, used = "", 0  # used: the columns of line
         for word in paragraph.split():
             piece = docstring(word)
-            if line and columns(line) + 1 + columns(piece) <= room:
+            if line and used + 1 + columns(piece) <= room:
                 line += " " + piece
+                used += 1 + columns(piece)
                 continue
             if line:
                 lines.append(line)
@@ -131,6 +132,7 @@ def docwrap(text: str, indent: int = 4, width: int = 96, first: int = 0) -> str:
                     lines.append(line)
                     line = ""
                 line += escaped
+            used = columns(line)
         lines.append(line)
     # an empty paragraph is an empty line, not a line of indentation (W293); the first line gets
     # ``first`` spaces, so that a blank note is a blank line too

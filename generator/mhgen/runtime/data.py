@@ -10,8 +10,8 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from .fingerprints import fingerprint, fingerprint_name, tokenizer_fingerprint
@@ -355,7 +355,10 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     profile = length_profile(columns["length"], columns["kept"], max_length)
     examples = rows.filter(lambda k: k, input_columns=["kept"], batched=True).remove_columns("kept")
     # a staging folder of this process's own: two runs sharing the cache never write into one
-    staging = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.in-progress")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(f".{os.getpid()}.in-progress", folder.name + ".", folder.parent)
+    )
     examples.save_to_disk(str(staging))
     (staging / "mhgen_profile.json").write_text(json.dumps(profile), encoding="utf-8")
     try:

@@ -1,7 +1,7 @@
 # ---- libraries, the model's files, the device
 
 import functools
-import importlib
+import importlib.util  # importlib.import_module too
 import json
 import os
 import sys
