@@ -409,13 +409,16 @@ def test_a_constant_schedule_says_its_warmup_does_nothing(tmp_path):
     config = {**MINIMAL, "lr_scheduler_type": "constant", "warmup_ratio": 0.3}
     found = [str(d) for d in validate(load_file(write_config(tmp_path, config)))]
     assert any(
-        '$.warmup_ratio: warning: warmup_ratio 0.3 has no effect with lr_scheduler_type "constant"' in d
+        '$.warmup_ratio: warning: warmup_ratio 0.3 has no effect with lr_scheduler_type "constant"'
+        in d
         and '"constant_with_warmup"' in d
         for d in found
     ), found
     default = {**MINIMAL, "lr_scheduler_type": "constant"}  # the default warmup_ratio, 0.03
     found = [str(d) for d in validate(load_file(write_config(tmp_path, default, "d.json")))]
-    assert any("$.lr_scheduler_type: warning: warmup_ratio 0.03 has no effect" in d for d in found), found
+    assert any(
+        "$.lr_scheduler_type: warning: warmup_ratio 0.03 has no effect" in d for d in found
+    ), found
     for fine in (
         {"lr_scheduler_type": "constant", "warmup_ratio": 0},
         {"lr_scheduler_type": "constant_with_warmup"},

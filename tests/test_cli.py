@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -133,18 +134,27 @@ def test_lora_on_4bit_experts_is_emitted_with_peft_s_names_for_fused_experts(pro
     code, _, err = cli("compile", "w.json", "-o", "out")
     assert (code, err) == (0, "")
     script = (project / "out" / "train_w.py").read_text()
-    assert 'module.add_lora(("gate_up", "down"), LORA_RANK, LORA_ALPHA)' in script
-    flat = " ".join(script.split())
-    assert (
-        'model.peft_config["default"].target_parameters = '
-        '[ "mlp.experts.gate_up_proj", "mlp.experts.down_proj", ]'
-    ) in flat
-    assert "ddp_find_unused_parameters=False," in script  # every expert's LoRA is in every step
+    recipe = script.split("\n# ==== mhgen runtime ")[0]
+    assert 'if m not in ("gate_up", "down")],' in recipe  # PEFT's LoRA: the linear layers
+    assert 'add_expert_lora(model, ("gate_up", "down"), LORA_RANK, LORA_ALPHA)' in recipe
+    # the runtime names the experts' LoRA as PEFT names LoRA on fused experts (target_parameters)
+    emitted = {"__name__": "emitted"}
+    exec(compile(script, "train_w.py", "exec"), emitted)
+    peft_model = SimpleNamespace(
+        modules=list, peft_config={"default": SimpleNamespace()}, save_pretrained=None
+    )
+    emitted["add_expert_lora"](peft_model, ("gate_up", "down"), 8, 16)
+    assert peft_model.peft_config["default"].target_parameters == [
+        "mlp.experts.gate_up_proj",
+        "mlp.experts.down_proj",
+    ]
+    assert "ddp_find_unused_parameters=False," in recipe  # every expert's LoRA is in every step
     write_config(project, config, "attention.json")  # the default: attention only
     assert cli("compile", "attention.json", "-o", "out2")[2] == ""
     script = (project / "out2" / "train_attention.py").read_text()
-    assert "def load_model(" in script and "add_lora((" not in script
-    assert "def expert_lora_weights(" not in script
+    recipe = script.split("\n# ==== mhgen runtime ")[0]
+    assert "def load_model(" in recipe and "add_expert_lora(" not in recipe
+    assert "target_modules=LORA_TARGET_MODULES," in recipe
 
 
 def test_schema_prints_the_schema(cli):
@@ -178,8 +188,16 @@ def test_diff_shows_what_changes_then_settings_then_script(project, cli):
     )
     notes = [line.split(":")[0] for line in settings if line.startswith("  notes.")]
     assert notes == ["  notes.best_for", "  notes.format", "  notes.hardware", "  notes.model"]
-    assert script.startswith("scripts (lines holding a sha256 left out):\n--- train_qwen3_8b.py")
+    assert script.startswith("recipes (lines holding a sha256 left out):\n--- train_qwen3_8b.py")
     assert "\n-LORA_RANK = 16\n" in script and "\n+LORA_RANK = 8\n" in script
+    # the runtime appended to the recipes is compared block by block, not diffed line by line
+    from mhgen import __version__, appendix
+
+    assert script.endswith(
+        f"runtime: identical (mhgen {__version__}, sha256 {appendix.core().sha256[:16]})\n"
+        f"4-bit experts block: only in b (sha256 {appendix.experts().sha256[:16]})\n"
+    )
+    assert "def check_rows(" not in script
     assert not re.search("[0-9a-f]{64}", out)
 
 

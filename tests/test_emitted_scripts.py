@@ -7,16 +7,42 @@ import json
 import re
 import subprocess
 import sys
+from importlib import resources
 
 import pytest
 
 from conftest import EMITTED, ETC
 from mhgen.format import ruff_binary
 from mhgen.pipeline import compile_config
+from mhgen.runtime import CORE, EXPERTS
 from mhgen.write import state_of
 
 SCRIPTS = sorted(EMITTED.glob("train_*.py"))
 IDS = [p.name for p in SCRIPTS]
+BOUNDARY = "# ==== mhgen runtime "  # opens each runtime block, after the recipe
+
+
+def recipe(text: str) -> str:
+    """The script's own code, above the runtime appended verbatim (the same in every script)."""
+    return text.split("\n" + BOUNDARY)[0]
+
+
+def compiled_in_lines(text: str) -> list[str]:
+    """The lines of the one wrapped "# compiled in: ..." comment, right below CONFIG_SHA256."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("CONFIG_SHA256 = ")) + 1
+    assert lines[start].startswith("# compiled in: "), lines[start]
+    end = start + 1
+    while lines[end].startswith("# "):
+        end += 1
+    return lines[start:end]
+
+
+def compiled_in(text: str) -> dict[str, str]:
+    """The settings the code is written for, as the comment shows them: key -> value (origin)."""
+    joined = " ".join(line.removeprefix("# ") for line in compiled_in_lines(text))
+    items = joined.removeprefix("compiled in: ").split(", ")
+    return dict(item.split(": ", 1) for item in items)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=IDS)
@@ -49,24 +75,35 @@ def test_shape(script):
     assert names.index("format_conversation") < names.index("main")
     last = tree.body[-1]
     assert isinstance(last, ast.If) and ast.unparse(last.test) == "__name__ == '__main__'"
-    # the constants' groups, then the sections of code, in this order in every script
+    # the recipe: the constants' groups, then its sections of code, in this order in every script
+    own = recipe(text).splitlines()
     sections = [line for line in lines if line.startswith("# --- ")]
-    assert [s.split(":")[0] for s in sections if not s.startswith("# --- 4-bit")] == [
+    assert sections == [line for line in own if line.startswith("# --- ")]  # all in the recipe
+    assert [s.split(":")[0] for s in sections] == [
         "# --- model",
         "# --- data",
         "# --- LoRA",
         "# --- training",
         "# --- memory",
-        "# --- compiled in",
         "# --- chat format",
-        "# --- data",
-        "# --- model",
-        "# --- training",
-        "# --- the output folder",
-        "# --- samples",
-        "# --- the merged model",
-        "# --- main",
+        "# --- conversation -> tokens, with the loss on what the model learns to generate",
+        "# --- model + LoRA",
+        "# --- the trainer's settings",
+        "# --- the run",
     ]
+    # the settings the code is written for: one comment, among the memory group's constants
+    first = own.index(compiled_in_lines(text)[0])
+    memory = own.index("# --- memory")
+    assert memory < first < own.index(next(s for s in sections if s.startswith("# --- chat")))
+    assert "def main() -> None:" in own
+    # then the runtime, its modules in their order, each opening with its "# ---- " header;
+    # the 4-bit experts loader after the core in the mixture-of-experts scripts
+    runtime = resources.files("mhgen.runtime")
+    names = [*CORE, *EXPERTS] if "# ---- 4-bit weights" in text else list(CORE)
+    headers = [runtime.joinpath(f"{name}.py").read_text().splitlines()[0] for name in names]
+    assert [line for line in lines if line.startswith("# ---- ")] == headers
+    boundaries = [line for line in lines if line.startswith(BOUNDARY)]
+    assert len(boundaries) == (2 if len(names) > len(CORE) else 1)
     # heavy libraries are imported only inside functions: importing the file costs nothing
     top_imports = {
         alias.name.split(".")[0]
@@ -76,21 +113,10 @@ def test_shape(script):
             node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
         )
     }
-    allowed = {
-        "argparse",
-        "collections",
-        "functools",
-        "json",
-        "os",
-        "pathlib",
-        "re",
-        "shutil",
-        "signal",
-        "sys",
-        "time",
-        "zipfile",
-    }
-    assert top_imports <= allowed
+    # the runtime's standard library imports are hoisted to the top; every other one is inside
+    # the function that needs it
+    assert top_imports <= sys.stdlib_module_names, top_imports - sys.stdlib_module_names
+    assert not top_imports & {"torch", "transformers", "trl", "peft", "bitsandbytes", "datasets"}
 
 
 @pytest.mark.parametrize("config", sorted(ETC.glob("training-*.json")), ids=lambda p: p.name)
@@ -102,11 +128,8 @@ def test_constants_are_the_configs_values(config):
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
         and node.targets[0].id.isupper() and isinstance(node.value, ast.Constant | ast.List | ast.Tuple)
     }  # fmt: skip
-    # a setting the code is written for at compile time is named in the "compiled in" block
-    compiled_in = dict(
-        line.removeprefix("# ").split(": ", 1)
-        for line in compiled.text.split("# --- compiled in:")[1].split("\n\n")[0].splitlines()[2:]
-    )
+    # a setting the code is written for at compile time is named in the "compiled in" comment
+    written_for = compiled_in(compiled.text)
     for key, value in compiled.source.data.items():
         if key in ("$schema", "notes"):
             continue
@@ -114,7 +137,7 @@ def test_constants_are_the_configs_values(config):
             assert constants[key.upper()] == value, key
         else:
             shown = value if isinstance(value, str) else json.dumps(value)
-            assert compiled_in[key].split(" (")[0] == shown, key
+            assert written_for[key].split(" (")[0] == shown, key
 
 
 def test_bitsandbytes_only_when_4bit(tmp_path):
@@ -122,8 +145,10 @@ def test_bitsandbytes_only_when_4bit(tmp_path):
 
     four = compile_config(write_config(tmp_path, {**MINIMAL, "load_in_4bit": True}, "a.json")).text
     full = compile_config(write_config(tmp_path, {**MINIMAL, "load_in_4bit": False}, "b.json")).text
-    assert "BitsAndBytesConfig" in four and '"bitsandbytes>=' in four
-    assert "BitsAndBytesConfig" not in full and '"bitsandbytes>=' not in full
+    # the runtime's nf4_config (BitsAndBytesConfig) is in every script; the recipe uses it or not
+    assert "quantization_config=nf4_config(dtype)" in recipe(four) and '"bitsandbytes>=' in four
+    assert "quantization_config" not in recipe(full) and '"bitsandbytes>=' not in full
+    assert "nf4_config" not in recipe(full)
     assert "prepare_model_for_kbit_training" not in full
 
 
@@ -193,16 +218,24 @@ def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
     assert 'OPTIM = "paged_adamw_8bit"  # auto-detected\n' in four
     assert 'OPTIM = "adamw_torch_fused"  # auto-detected\n' in full
     # the default: length-grouped batches, in the script's own seeded order
-    assert "# batching: group_by_length (auto-detected)\n" in four
-    assert "return LengthGroupedSampler(lengths, PER_DEVICE_TRAIN_BATCH_SIZE, SEED)" in four
-    assert "train_sampling_strategy" not in four and "trainer = trainer_class()(" in four
+    assert compiled_in(four)["batching"] == "group_by_length (auto-detected)"
+    # the runtime's sampler, seeded with the trainer's SEED and batch size
+    flat = " ".join(four.split())
+    assert (
+        "return LengthGroupedSampler( lengths, self.args.per_device_train_batch_size, "
+        "self.args.seed )"
+    ) in flat
+    assert "seed=SEED," in recipe(four)
+    assert "train_sampling_strategy" not in recipe(four)
+    assert "trainer = trainer_class(length_grouped=True, stop_on_nan=STOP_ON_NAN)(" in four
     padded = compile_config(write_config(tmp_path, {**MINIMAL, "batching": "padded"}, "p.json"))
     assert 'train_sampling_strategy="random"' in padded.text  # seeded by accelerate: resume-exact
-    assert "LengthGroupedSampler" not in padded.text
+    assert "trainer_class(length_grouped=False, stop_on_nan=STOP_ON_NAN)(" in padded.text
+    assert "length_grouped=True" not in recipe(padded.text)
     assert 'activation_checkpointing_kwargs={"use_reentrant": False}' in four
     fa2 = {**MINIMAL, "attn_implementation": "flash_attention_2", "use_liger_kernel": True}
     text = compile_config(write_config(tmp_path, fa2, "c.json")).text
-    assert "# batching: padding_free (auto-detected)\n" in text  # with flash attention
+    assert compiled_in(text)["batching"] == "padding_free (auto-detected)"  # flash attention
     assert "padding_free=True," in text and "max_length=None," in text
     assert "USE_LIGER_KERNEL = True\n" in text and '"liger-kernel>=0.6"' in text
     oss = {
@@ -211,7 +244,7 @@ def test_speed_and_memory_settings_are_visible_in_the_script(tmp_path):
         "attn_implementation": "flash_attention_2",
     }
     text = compile_config(write_config(tmp_path, oss, "o.json")).text
-    assert "# batching: group_by_length (auto-detected)\n" in text  # never padding_free
+    assert compiled_in(text)["batching"] == "group_by_length (auto-detected)"  # never padding_free
     selective = {**MINIMAL, "selective_checkpointing": True}
     text = compile_config(write_config(tmp_path, selective, "s.json")).text
     assert 'activation_checkpointing_kwargs={"use_reentrant": False, "selective": True}' in text
@@ -238,12 +271,13 @@ def test_distribution_changes_only_what_it_must(tmp_path, strategy):
     if strategy == "ddp":  # DDP needs nothing but the launcher: the rest of the script is the same
         changed = [line for line in text.splitlines() if line not in plain.splitlines()]
         changed = [line for line in changed if not re.search("[0-9a-f]{64}", line)]  # hashes
+        changed = [line for line in changed if line not in compiled_in_lines(text)]  # below
         assert changed == [
-            "Train on 2 GPUs (ddp), or on one:",
+            "Train on 2 GPUs (ddp), or with python on one:",
             "    torchrun --nproc-per-node 2 train_qwen3_8b.py",
-            "# distributed_strategy: ddp",
-            "# num_processes: 2",
         ]
+        # num_processes is not compiled in: it is the command line's (torchrun's), above
+        assert compiled_in(text) == {**compiled_in(plain), "distributed_strategy": "ddp"}
 
 
 def test_blank_lines_in_notes_stay_blank(tmp_path):

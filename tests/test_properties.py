@@ -85,6 +85,20 @@ def constants(text: str) -> dict:
     return out
 
 
+def compiled_in(text: str) -> dict[str, str]:
+    """The settings the code is written for, key -> value as shown: the one wrapped comment
+    "# compiled in: key: value, ..." right below CONFIG_SHA256."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("CONFIG_SHA256 = ")) + 1
+    end = start + 1
+    while lines[end].startswith("# "):
+        end += 1
+    joined = " ".join(line.removeprefix("# ") for line in lines[start:end])
+    assert joined.startswith("compiled in: "), lines[start]
+    items = joined.removeprefix("compiled in: ").split(", ")
+    return dict(item.split(": ", 1) for item in items)
+
+
 # Every example compiles a whole script (ruff included, ~100 ms): CI, with its fixed seed, runs an
 # eighth of what a local run explores, to keep the suite well inside CI's time.
 HOSTILE_EXAMPLES = 250 if os.environ.get("CI") else 2000
@@ -112,7 +126,7 @@ def test_hostile_strings_stay_data(tmp_path):
             if key in config:
                 assert values[key.upper()] == config[key], key
         if "load_in_4bit" in config:  # compiled in: the code is written for it, and says so
-            assert f"\n# load_in_4bit: {json.dumps(config['load_in_4bit'])}\n" in compiled.text
+            assert compiled_in(compiled.text)["load_in_4bit"] == json.dumps(config["load_in_4bit"])
         notes = config.get("notes", [])
         notes = [notes] if isinstance(notes, str) else notes
         notes = [f"{k}: {v}" for k, v in notes.items()] if isinstance(notes, dict) else notes

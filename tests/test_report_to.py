@@ -21,13 +21,18 @@ def script_of(tmp_path, **settings):
     return compiled, namespace
 
 
+def not_consulted(name, *args):
+    raise AssertionError(f"find_spec({name!r}) called")
+
+
 def test_default_is_tensorboard_and_trains_without_it(tmp_path, monkeypatch, capsys):
     compiled, script = script_of(tmp_path)
     assert script["REPORT_TO"] == "tensorboard"
     assert '#     "tensorboard>=2.15",' in compiled.text  # uv run installs it
     assert "tensorboard" not in compiled.plan.training_modules  # not required to train
+    assert "report_to=report_to(REPORT_TO, output_dir)," in compiled.text  # the recipe's call
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    assert script["report_to"](tmp_path / "out") == "none"
+    assert script["report_to"](script["REPORT_TO"], tmp_path / "out") == "none"
     assert "note: tensorboard is not installed: no training curves" in capsys.readouterr().out
 
 
@@ -41,7 +46,7 @@ def test_tensorboard_logs_into_the_output_folder_and_says_so(tmp_path, monkeypat
         lambda name, *a: object() if name == "tensorboard" else real(name, *a),
     )
     out = tmp_path / "out"
-    assert script["report_to"](out) == "tensorboard"
+    assert script["report_to"](script["REPORT_TO"], out) == "tensorboard"
     assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(out / "runs")
     assert (
         capsys.readouterr().out
@@ -53,24 +58,33 @@ def test_tensorboard_logs_into_the_output_folder_and_says_so(tmp_path, monkeypat
     ("reporter", "package"),
     [("wandb", "wandb>=0.18"), ("mlflow", "mlflow>=2.16"), ("trackio", "trackio>=0.2")],
 )
-def test_a_chosen_reporter_is_a_dependency_the_run_requires(tmp_path, reporter, package, capsys):
+def test_a_chosen_reporter_is_a_dependency_the_run_requires(
+    tmp_path, monkeypatch, reporter, package, capsys
+):
     compiled, script = script_of(tmp_path, report_to=reporter)
+    assert script["REPORT_TO"] == reporter
     assert f'#     "{package}",' in compiled.text
     assert (
         reporter in compiled.plan.training_modules
     )  # require() stops the run in one line without it
-    assert "def report_to" in compiled.text and "find_spec" not in compiled.text
-    assert script["report_to"](tmp_path) == reporter
+    assert "report_to=report_to(REPORT_TO, output_dir)," in compiled.text
+    # never looked up: the run requires it before it starts, so report_to takes it as chosen
+    with monkeypatch.context() as patched:
+        patched.setattr(importlib.util, "find_spec", not_consulted)
+        assert script["report_to"](script["REPORT_TO"], tmp_path) == reporter
     assert capsys.readouterr().out == f"training curves: sent to {reporter}\n"
     files = bundle(compiled, tmp_path / "bundle")
     requirements = next(f for f in files if f.name == "requirements.txt").read_text()
     assert f"{package}  # not pinned: the tests log to tensorboard or none" in requirements
 
 
-def test_none_adds_nothing(tmp_path, capsys):
+def test_none_adds_nothing(tmp_path, monkeypatch, capsys):
     compiled, script = script_of(tmp_path, report_to="none")
-    assert not any(name in compiled.text for name in ('"tensorboard>=', '"wandb>=', "find_spec"))
-    assert script["report_to"](tmp_path) == "none"
+    assert not any(name in compiled.text for name in ('"tensorboard>=', '"wandb>=', '"mlflow>='))
+    assert script["REPORT_TO"] == "none"
+    with monkeypatch.context() as patched:  # nothing is looked up
+        patched.setattr(importlib.util, "find_spec", not_consulted)
+        assert script["report_to"](script["REPORT_TO"], tmp_path) == "none"
     assert capsys.readouterr().out == ""
     files = bundle(compiled, tmp_path / "bundle")
     assert "tensorboard" not in next(f for f in files if f.name == "requirements.txt").read_text()
