@@ -428,3 +428,30 @@ def test_a_constant_schedule_says_its_warmup_does_nothing(tmp_path):
             for d in validate(load_file(write_config(tmp_path, {**MINIMAL, **fine}, "f.json")))
         ]
         assert not any("has no effect with lr_scheduler_type" in d for d in found), found
+
+
+def test_an_unknown_model_is_said_to_be_guessed(tmp_path):
+    """A model of no known family validates with a warning saying what was guessed and how to
+    set it (issue 30, 3: it validated "ok" in silence)."""
+    from mhgen.validate import validate
+
+    found = [
+        str(d)
+        for d in validate(
+            load_file(write_config(tmp_path, {**MINIMAL, "base_model": "acme/SuperLM-7B"}))
+        )
+    ]
+    assert any(
+        '$.base_model: warning: no model family known for "acme/SuperLM-7B"' in d
+        and 'set "chat_template"' in d
+        for d in found
+    ), found
+    chosen = {
+        **MINIMAL,
+        "base_model": "acme/SuperLM-7B",
+        "chat_template": "llama",
+    }  # the user decided
+    found = [str(d) for d in validate(load_file(write_config(tmp_path, chosen, "c.json")))]
+    assert not any("no model family known" in d for d in found), found
+    known = [str(d) for d in validate(load_file(write_config(tmp_path, MINIMAL, "k.json")))]
+    assert not any("no model family known" in d for d in known), known

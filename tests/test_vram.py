@@ -194,3 +194,14 @@ def test_the_readme_s_peak_memory_figures_are_the_tool_s(config, name):
     peak = compile_config(ETC / f"training-{config}.json").plan.peak_gib
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"{name} {peak} GiB" in readme
+
+
+def test_plan_without_a_shape_fails(tmp_path):
+    """No estimate is no success: `mhgen plan` of an unknown model exits 1 (issue 30, 3)."""
+    from conftest import MINIMAL, run_cli, write_config
+
+    config = write_config(tmp_path, {**MINIMAL, "base_model": "acme/SuperLM-7B"})
+    proc = run_cli("plan", str(config))
+    assert proc.returncode == 1 and proc.stdout.startswith("no shape known for 'acme/SuperLM-7B'")
+    known = write_config(tmp_path, MINIMAL, "known.json")
+    assert run_cli("plan", str(known)).returncode == 0

@@ -284,8 +284,9 @@ def cmd_plan(args) -> int:
     model = compiled.source.model
     config = model.config if model is not None else None
     values = dict(compiled.plan.values)
-    sys.stdout.write(report(values, args.gpu_memory, config, args.tokens_per_example))
-    return 0
+    text = report(values, args.gpu_memory, config, args.tokens_per_example)
+    sys.stdout.write(text)
+    return 1 if text.startswith("no shape known") else 0  # no estimate: not a success
 
 
 def cmd_formats(args) -> int:

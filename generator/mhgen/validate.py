@@ -215,6 +215,16 @@ def semantic(source: Source) -> list[Diagnostic]:
             f"{family.name}",
         )
     chosen = get("chat_template")
+    named = resolve.script_slug(source) and not source.model_problem  # else said above
+    if family is families.UNKNOWN and chosen == "auto" and named:
+        warn(
+            "base_model",
+            f"no model family known for {show(get('base_model'))} (by its name, or a "
+            "config.json in a local folder or the Hugging Face cache): the chat format is guessed "
+            '(chatml) and LoRA goes on all linear layers; set "chat_template" to the model\'s '
+            "own (mhgen formats lists them), or point base_model at a folder with its files",
+        )
+    chosen = get("chat_template")
     if chosen != "auto" and family is not families.UNKNOWN and chosen != family.chat_format:
         warn(
             "chat_template",
