@@ -263,6 +263,11 @@ def test_compile_run_passes_arguments_and_exit_code(project, tmp_path):
     assert "error: missing-data.jsonl: no such data file" in proc.stderr
     proc = run_cli("run", "c.json", "--", "--help", cwd=project)
     assert proc.returncode == 0 and "--dry-run" in proc.stdout
+    # the script's own options pass on without "--" too (issue 30, 6): here its --data
+    proc = run_cli("run", "c.json", "--data", "other-missing.jsonl", cwd=project)
+    assert proc.returncode == 1 and "error: other-missing.jsonl: no such data file" in proc.stderr
+    proc = run_cli("compile", "c.json", "--data", "x.jsonl", cwd=project)  # compile has none
+    assert proc.returncode == 2 and "unrecognized arguments: --data x.jsonl" in proc.stderr
 
 
 def test_version(cli):

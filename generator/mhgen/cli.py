@@ -26,8 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.extra = extra
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.extra = unknown + extra  # mhgen run CONFIG --dry-run: the script's own options pass on
     try:
         return args.func(args)
     except BrokenPipeError:  # the reader went away (mhgen diff ... | head): nothing is wrong
@@ -58,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="store_true", help="run the script (one config); args after --")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("run", help="compile one config and run its script; args after --")
+    p = sub.add_parser(
+        "run", help="compile one config and run its script, passing it the options mhgen has not"
+    )
     p.add_argument("config", metavar="CONFIG")
-    p.add_argument("-o", "--output-dir", default="emitted")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("-o", "--output-dir", default="emitted", help="default: emitted")
+    p.add_argument("--force", action="store_true", help="replace a hand-edited script")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bundle", help="script, config, pinned requirements and README in DIR")
