@@ -539,3 +539,26 @@ def test_a_hub_id_that_is_absent_is_told_from_a_hub_that_is_unreachable(monkeypa
     assert str(stopped.value).startswith(
         f"error: cannot read the data nobody/nothing (train split): {said}"
     )
+
+
+def test_the_script_names_versions_it_was_not_tested_with(monkeypatch, capsys):
+    """One line at the start where an installed library is not the version the suite ran
+    (issue 30, 5); the runtime's list is mhgen's pins."""
+    import importlib.metadata
+
+    from mhgen.pins import TESTED
+    from mhgen.runtime import model_files
+
+    assert {k: v for k, v in TESTED.items() if k != "tensorboard"} == model_files.TESTED_VERSIONS
+    real = importlib.metadata.version
+    newer = {"transformers": "5.25.0", "torch": "2.14.1+cpu"}
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: newer.get(name) or real(name))
+    model_files.note_untested_versions()
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "torch 2.14.1+cpu (tested: 2.13.0)" in out
+    assert "transformers 5.25.0 (tested: 5.24.0)" in out and "peft" not in out
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: model_files.TESTED_VERSIONS[name]
+    )
+    model_files.note_untested_versions()
+    assert capsys.readouterr().out == ""

@@ -129,6 +129,10 @@ def test_trains_saves_and_reloads(tmp_path, models, data, family, fmt, name):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # no warning: bitsandbytes' optional CPU kernel, transformers' deprecations, long sequences
     assert noise(proc.stderr) == []
+    # a log (stderr is a pipe here) gets no progress bar redrawn with \r, loading or training
+    # (issue 30, 7); the logged steps are lines of their own
+    assert "\r" not in proc.stderr and "Loading weights" not in proc.stderr
+    assert "%|" not in proc.stderr and "'loss': " in proc.stdout
     curve = losses(out)
     assert len(curve) == 8 and all(math.isfinite(x) for x in curve)
     assert min(curve[-3:]) < curve[0] - 0.05, curve  # it learns the memorisable rows

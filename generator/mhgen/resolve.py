@@ -14,16 +14,17 @@ from . import __version__, families, vram
 from .load import Source, canonical_sha256
 from .schema import defaults, properties
 
-# Dependencies of the emitted script (PEP 723 block); lower bounds are the APIs it uses.
+# Dependencies of the emitted script (PEP 723 block); lower bounds are the APIs it uses, upper
+# bounds the next major version, whose API it has not met (pins.py: the versions tested)
 DEPENDENCIES = (
-    "torch>=2.6",
-    "transformers>=5.0",
-    "trl>=1.0",
-    "peft>=0.17",
-    "accelerate>=1.0",
-    "datasets>=3.0",
+    "torch>=2.6,<3",
+    "transformers>=5.0,<6",
+    "trl>=1.0,<2",
+    "peft>=0.17,<1",
+    "accelerate>=1.0,<2",
+    "datasets>=3.0,<6",
 )
-BITSANDBYTES = "bitsandbytes>=0.46"
+BITSANDBYTES = "bitsandbytes>=0.46,<1"
 DEEPSPEED = "deepspeed>=0.16"
 LIGER = "liger-kernel>=0.6"
 # report_to -> the package the trainer logs through

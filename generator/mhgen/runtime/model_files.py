@@ -14,6 +14,38 @@ def print_main(message: str) -> None:
         print(message, flush=True)
 
 
+# the versions mhgen's test suite ran this script with (mhgen's pins.py; a test keeps them equal)
+TESTED_VERSIONS = {
+    "torch": "2.13.0",
+    "transformers": "5.24.0",
+    "trl": "1.16.0",
+    "peft": "0.21.2",
+    "bitsandbytes": "0.50.2",
+    "accelerate": "1.15.0",
+    "datasets": "5.2.0",
+}
+
+
+def note_untested_versions() -> None:
+    """One line at the start where an installed library's version is not the one this script
+    was tested with (the script relies on some of the Trainer's private methods)."""
+    import importlib.metadata
+
+    differ = []
+    for name, tested in TESTED_VERSIONS.items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # require() names what a run needs and is missing
+        if installed.split("+")[0] != tested:
+            differ.append(f"{name} {installed} (tested: {tested})")
+    if differ:
+        print_main(
+            f"note: not the versions this script was tested with: {', '.join(differ)}; if "
+            "something breaks, install the tested ones (mhgen bundle writes them as requirements)"
+        )
+
+
 def require(*modules: str) -> None:
     """Stop with one line when a library this run needs cannot be imported."""
 
@@ -34,7 +66,10 @@ def from_hub(load, what: str, base_model: str):
     """``load()`` from a local folder or the Hugging Face cache, else from the Hub, saying so;
     one line naming base_model when neither has it."""
     from huggingface_hub.errors import HFValidationError
+    from transformers.utils import logging
 
+    if not sys.stderr.isatty():  # a log file: no "Loading weights" bar redrawn with \r
+        logging.disable_progress_bar()
     try:
         return load(local_files_only=True)
     except OSError:  # not downloaded yet

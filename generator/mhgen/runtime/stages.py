@@ -20,7 +20,7 @@ from .data import (
     split_eval,
     tokenized,
 )
-from .model_files import load_tokenizer, print_main, require
+from .model_files import load_tokenizer, note_untested_versions, print_main, require
 from .output_folder import clear_replaced_run, save_adapter, write_record
 from .sources import ChatFormat, DataSource
 from .training import (
@@ -75,6 +75,7 @@ def start(doc: str, data: str, output_dir: str, max_steps: int) -> argparse.Name
     args = parser.parse_args()
     if args.sample < 0:
         parser.error(f"--sample {args.sample}: N must be 0 (no samples) or more")
+    note_untested_versions()
     return args
 
 

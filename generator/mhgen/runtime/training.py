@@ -198,6 +198,11 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
         staging = False
         finite_loss = True  # every micro-batch of the step being trained had a finite loss
 
+        def __init__(self, *args, **kwargs):
+            if not sys.stderr.isatty():  # a log file: the logged lines, no bar redrawn with \r
+                kwargs["args"].disable_tqdm = True
+            super().__init__(*args, **kwargs)
+
         def _get_train_sampler(self, train_dataset=None):  # the Trainer's hook for the order
             if not length_grouped:
                 return super()._get_train_sampler(train_dataset)
