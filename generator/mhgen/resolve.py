@@ -51,14 +51,6 @@ def origin_mark(origin: str) -> str:
     return "" if origin == "config" else f" ({ORIGIN_WORDS[origin]})"
 
 
-# dataset_format's shapes, in the words the script names them with
-ROW_SHAPES = {
-    "messages": "messages",
-    "prompt_completion": "prompt + completion",
-    "instruction": "instruction + output",
-    "sharegpt": "ShareGPT conversations",
-}
-
 # Settings the emitted code is specialised for at compile time (the rest are its constants)
 COMPILED_IN = (
     "chat_template",
@@ -119,12 +111,6 @@ class Plan:
         return self.values["chat_template"]
 
     @property
-    def row_shape(self) -> str | None:
-        """The shape every row has, in words, as the script names it; None for auto (each row
-        its own)."""
-        return ROW_SHAPES.get(self.values["dataset_format"])
-
-    @property
     def experts_4bit(self) -> bool:
         """An MoE model in 4-bit: the script quantizes the experts itself (the loader cannot)."""
         return self.family.moe and self.values["load_in_4bit"]
@@ -139,11 +125,6 @@ class Plan:
         """The expert projections LoRA adapts, in the order transformers registers them."""
         targets = self.values["lora_target_modules"]
         return tuple(p for p in families.EXPERT_LAYERS if p in targets)
-
-    @property
-    def expert_lora_parameters(self) -> list[str]:
-        """Those projections as PEFT names transformers' fused expert parameters."""
-        return [f"mlp.experts.{p}_proj" for p in self.expert_lora_projections]
 
     @property
     def training_modules(self) -> tuple[str, ...]:
