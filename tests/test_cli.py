@@ -37,6 +37,14 @@ def test_compile_many_and_yaml_to_another_folder(project, cli):
     assert out.splitlines() == ["o/train_qwen3_8b.py", "o/train_qwen3_coder_30b.py"]
 
 
+def test_an_output_folder_that_is_a_file_is_one_line(project, cli):
+    (project / "taken").write_text("a file of the user's\n")
+    code, out, err = cli("compile", "etc/training-qwen3-8b.json", "-o", "taken")
+    assert (code, out) == (2, "")
+    assert err == "mhgen: -o taken: a file, not a folder (-o names the folder the scripts go in)\n"
+    assert (project / "taken").read_text() == "a file of the user's\n"
+
+
 def test_scripts_are_named_after_their_configs_not_their_models(project, cli):
     """Two configs of one model get two scripts and two output folders."""
     assert cli("new", "my-model", "--from", "qwen3-8b")[0] == 0

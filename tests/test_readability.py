@@ -225,7 +225,7 @@ def test_only_what_the_format_needs(tmp_path):
     oss = by_name["training-gpt-oss-20b"]
     normalise = "with_thinking("  # data's reasoning, for a format that has it
     assert normalise in qwen3 and normalise in oss and normalise not in coder
-    assert "def template_messages" in qwen3  # Qwen3's template reads reasoning_content
+    assert '"reasoning_content": m["thinking"]' in qwen3  # Qwen3's template reads it so
     # a tool call's arguments as an object, for the templates that read them so (not Qwen3's)
     assert "call_arguments(c)" in coder and "call_arguments(c)" in oss
     assert "call_arguments(c)" not in qwen3

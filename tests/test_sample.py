@@ -111,8 +111,12 @@ def test_qwen3_prompts_as_its_official_template_does(tmp_path, name):
     script = emitted(tmp_path, "Qwen/Qwen3-8B")
     conversation = script["to_conversation"](copy.deepcopy(ROWS[name]))
     prompt = conversation["messages"][:-1]
+    # Qwen3's template reads an assistant's reasoning from "reasoning_content"
+    prompt_as_qwen3_reads_it = [
+        {**m, "reasoning_content": m["thinking"]} if "thinking" in m else m for m in prompt
+    ]
     official = tokenizer.apply_chat_template(
-        script["template_messages"](prompt),
+        prompt_as_qwen3_reads_it,
         tools=conversation["tools"] or None,
         tokenize=False,
         add_generation_prompt=True,

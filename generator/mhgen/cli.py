@@ -137,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_compile(args) -> int:
     if args.run and len(args.configs) != 1:
         raise UsageError("--run takes exactly one config")
-    compiled = _compile_all(args.configs)
     out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: a file, not a folder (-o names the folder the scripts go in)")
+    compiled = _compile_all(args.configs)
     paths = []
     for c in compiled:
         path = out / c.plan.script_name

@@ -214,6 +214,7 @@ def render(plan: Plan) -> str:
         body_hash=BODY_HASH_PLACEHOLDER,
         imports=appendix.import_lines(imports),
         summary=summary(plan),
+        data_note=data_note(plan),
         usage=usage(plan),
     )
     return "\n".join(_origin_above(line) for line in text.split("\n"))
@@ -224,6 +225,29 @@ def summary(plan: Plan) -> str:
     kind = "QLoRA (4-bit)" if plan.values["load_in_4bit"] else "LoRA"
     model, chat = plan.values["base_model"], plan.chat_format
     return f"Fine-tune a {kind} adapter of {model} on {chat} conversations."
+
+
+# the row shapes each dataset_format reads, by their keys (as --dry-run names them)
+ROW_SHAPE_WORDS = {
+    "messages": "messages (tools optional)",
+    "prompt_completion": "prompt + completion",
+    "instruction": "instruction + output (input optional)",
+    "sharegpt": "ShareGPT conversations",
+}
+
+
+def data_note(plan: Plan) -> str:
+    """The docstring's paragraph on the data: where it is read from and the rows it takes. It
+    names no path, so that a config pointing at other data changes one line of the script."""
+    fmt = plan.values["dataset_format"]
+    if fmt == "auto":
+        rows = "of any of these shapes: " + ", ".join(ROW_SHAPE_WORDS.values())
+    else:
+        rows = "with the keys " + ROW_SHAPE_WORDS[fmt]
+    return (
+        "Data: DATASET_PATH below, or --data PATH: a .jsonl, .json, .csv or .parquet file, a saved "
+        f"dataset folder or a Hugging Face Hub dataset, one conversation per row {rows}."
+    )
 
 
 def usage(plan: Plan) -> str:
