@@ -16,7 +16,7 @@
 # 53cdaa69619197184310c68dba32e07967db51c42c2f5b686321a4cf8f290185) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 96b626f3c57daea9871eb4a7f61e56777fcc4d4da2f8049b0dbf93ec6e51ebae
+# mhgen-body-sha256: c3a94c75b87d6b3666fe081e9d139cf66720e1fd54810a64e4c6b5608e9d324d
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -419,7 +419,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: f9b8ae3709d4119e4b71d7b00728bf92ee22fe2ad577e5c51bd6f45f620ba2a0
+# runtime sha256: e8bc07f76e52ee0fa6706097a0fccc859cee25b822d2e282f2c50924b84b0e09
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1565,15 +1565,58 @@ def check_output_dir(
     return None
 
 
-def clear_replaced_run(output_dir: Path) -> None:
-    """--overwrite: the replaced run's checkpoints (--resume must never take one), its merged
-    model, samples and training curves go; its record is written anew."""
-    for folder in checkpoints(output_dir):
-        discard(folder)
-    if (output_dir / "merged").is_dir():
-        discard(output_dir / "merged")
-    (output_dir / "samples.jsonl").unlink(missing_ok=True)
-    shutil.rmtree(output_dir / "runs", ignore_errors=True)
+# what a run writes into its output folder: the script, the Trainer, PEFT and the tokenizer
+RUN_NAMES = ("mhgen_run.json", ".mhgen_run.json.tmp", STAGING, "samples.jsonl", "merged", "runs")
+RUN_NAMES += ("README.md", "training_args.bin", "chat_template.jinja", "special_tokens_map.json")
+RUN_NAMES += ("added_tokens.json", "vocab.json", "merges.txt", "generation_config.json")
+RUN_PREFIXES = ("checkpoint-", "adapter_", "tokenizer")
+
+
+def set_aside_replaced_run(output_dir: Path) -> None:
+    """--overwrite: the replaced run leaves output_dir in one rename, to OUTPUT_DIR.replaced, so
+    that nothing of it can pass for the new run's (a kill at any moment leaves the old run whole
+    there); files of the user's come back at once. It is deleted when the new run has its first
+    checkpoint, or its adapter (remove_replaced_run)."""
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if output_dir.resolve() in (Path.cwd(), *Path.cwd().parents):
+        sys.exit(f"error: --overwrite replaces {output_dir}, which holds this folder: pass another")
+    aside = replaced(output_dir)
+    remove_replaced_run(output_dir)  # an earlier --overwrite, stopped before its first checkpoint
+    try:
+        os.rename(output_dir, aside)
+    except OSError as exc:
+        sys.exit(
+            f"error: --overwrite moves the replaced run aside first, and renaming {output_dir} to "
+            f"{aside} failed ({exc.strerror}): empty {output_dir} yourself, or pass another "
+            "--output-dir"
+        )
+    output_dir.mkdir()
+    return_users_files(aside, output_dir)
+    print_main(f"the replaced run is in {aside} until this one saves its first checkpoint")
+
+
+def replaced(output_dir: Path) -> Path:
+    """Where --overwrite puts the run it replaces: beside output_dir, named after it."""
+    output_dir = Path(os.path.abspath(output_dir))  # a name even for "." (symlinks as they are)
+    return output_dir.with_name(output_dir.name + ".replaced")
+
+
+def return_users_files(aside: Path, output_dir: Path) -> None:
+    """Move back into output_dir what the set-aside folder holds that no run writes."""
+    for entry in sorted(aside.iterdir()):
+        if entry.name in RUN_NAMES or entry.name.startswith(RUN_PREFIXES):
+            continue
+        if not (output_dir / entry.name).exists():
+            os.rename(entry, output_dir / entry.name)
+
+
+def remove_replaced_run(output_dir: Path) -> None:
+    """Delete the run --overwrite set aside, if there is one (the user's files return first)."""
+    aside = replaced(output_dir)
+    if aside.is_dir():
+        return_users_files(aside, output_dir)
+        shutil.rmtree(aside)
 
 
 def write_record(
@@ -1900,6 +1943,8 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
                 # a damaged one stays
                 for old in whole_checkpoints(output_dir)[: -self.args.save_total_limit]:
                     discard(old)
+                shutil.rmtree(output_dir / STAGING, ignore_errors=True)  # left empty
+                remove_replaced_run(output_dir)  # --overwrite's: this run has a checkpoint
             self.accelerator.wait_for_everyone()
 
     return Trainer
@@ -2360,7 +2405,7 @@ def train(
     )
     if trainer.is_world_process_zero():
         if overwrite:
-            clear_replaced_run(output_dir)
+            set_aside_replaced_run(output_dir)
         write_record(output_dir, config_sha256, inputs, finished=False)
     if checkpoint is not None:
         state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
@@ -2393,6 +2438,7 @@ def train(
         write_record(
             output_dir, config_sha256, inputs, finished=True, metrics=result.metrics, log=log
         )
+        remove_replaced_run(output_dir)  # a run that saved no checkpoint
         first, last = stopper.first_step, trainer.state.global_step
         print_main(f"adapter saved to {output_dir} (this run trained steps {first} to {last})")
     leave_process_group(trainer)

@@ -218,6 +218,33 @@ def test_overwrite_starts_over_and_clears_the_old_checkpoints(stopped):
     assert record(out)["inputs"]["max_steps"] == 1
 
 
+def test_an_interrupted_overwrite_leaves_nothing_of_the_old_run_beside_the_new(stopped):
+    """Issue 30, 4: the finished run's adapter is never left beside the new run's record."""
+    script, out = stopped
+    assert run(script, "--resume").returncode == 0  # the old run, finished: adapter and record
+    old_adapter = (out / "adapter_model.safetensors").read_bytes()
+    (out / "notes.txt").write_text("the user's")
+    proc = run(script, "--overwrite", inject="on_step_begin:1:1")  # before any checkpoint
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    aside = out.with_name("out.replaced")
+    assert (
+        f"the replaced run is in {aside} until this one saves its first checkpoint" in proc.stdout
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["mhgen_run.json", "notes.txt"]
+    assert record(out)["finished"] is False
+    assert record(aside)["finished"] is True
+    assert (aside / "adapter_model.safetensors").read_bytes() == old_adapter
+    # --resume has nothing to take from the old run: it starts at step 1
+    proc = run(script, "--resume", "--max-steps", "1")
+    assert proc.returncode == 1 and "--resume needs the inputs the run started with" in proc.stderr
+    proc = run(script, "--resume")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert trained_range(proc.stdout) == (1, 6)
+    assert not aside.exists()  # the new run's adapter is whole: the old one is gone
+    assert record(out)["finished"] is True and (out / "adapter_model.safetensors").is_file()
+    assert (out / "notes.txt").read_text() == "the user's"
+
+
 def test_resume_on_other_data_is_refused(stopped, tmp_path):
     script, out = stopped
     other = tmp_path / "other.jsonl"

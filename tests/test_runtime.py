@@ -310,16 +310,38 @@ def test_check_output_dir_refuses_what_would_lose_a_run(tmp_path):
         output_folder.check_output_dir(tmp_path, "c", inputs, resume=False, overwrite=False)
 
 
-def test_overwrite_clears_everything_of_the_replaced_run(tmp_path):
-    """Checkpoints, the merged model, samples and training curves go (issue 33, 8)."""
-    for name in ("checkpoint-1", "checkpoint-12", "merged", "runs/old"):
-        (tmp_path / name).mkdir(parents=True)
-    (tmp_path / "samples.jsonl").write_text("{}\n")
-    (tmp_path / "notes.txt").write_text("mine")
-    output_folder.clear_replaced_run(tmp_path)
-    left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == [output_folder.STAGING, "notes.txt"]
-    assert not list((tmp_path / output_folder.STAGING).iterdir())
+def test_overwrite_sets_the_replaced_run_aside_whole_and_keeps_the_user_s_files(tmp_path):
+    """The old run leaves in one rename (issue 30, 4): checkpoints, adapter, record, merged model,
+    samples and curves; a file of the user's stays. The next --overwrite replaces what is aside;
+    the new run's first checkpoint deletes it."""
+    out = tmp_path / "out"
+    for name in ("checkpoint-1", "checkpoint-12", "merged", "runs/old", output_folder.STAGING):
+        (out / name).mkdir(parents=True)
+    for name in ("adapter_model.safetensors", "tokenizer.json", "samples.jsonl", "notes.txt"):
+        (out / name).write_text(name)
+    output_folder.write_record(out, "c", {}, finished=True)
+    output_folder.set_aside_replaced_run(out)
+    aside = tmp_path / "out.replaced"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert output_folder.run_record(aside)["finished"] is True
+    assert (aside / "adapter_model.safetensors").read_text() == "adapter_model.safetensors"
+    assert {"checkpoint-1", "checkpoint-12", "merged", "runs"} <= {p.name for p in aside.iterdir()}
+    # the new run stopped before its first checkpoint; --overwrite again: it is what goes aside
+    output_folder.write_record(out, "c", {}, finished=False)
+    output_folder.set_aside_replaced_run(out)
+    assert sorted(p.name for p in aside.iterdir()) == ["mhgen_run.json"]
+    assert output_folder.run_record(aside)["finished"] is False
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    output_folder.remove_replaced_run(out)
+    assert not aside.exists() and (out / "notes.txt").read_text() == "notes.txt"
+
+
+def test_overwrite_never_renames_the_folder_it_runs_in(tmp_path, monkeypatch):
+    (tmp_path / "mhgen_run.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="holds this folder"):
+        output_folder.set_aside_replaced_run(Path("."))
+    assert (tmp_path / "mhgen_run.json").is_file()
 
 
 def test_promote_replaces_in_one_step(tmp_path):

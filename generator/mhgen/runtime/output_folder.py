@@ -143,15 +143,58 @@ def check_output_dir(
     return None
 
 
-def clear_replaced_run(output_dir: Path) -> None:
-    """--overwrite: the replaced run's checkpoints (--resume must never take one), its merged
-    model, samples and training curves go; its record is written anew."""
-    for folder in checkpoints(output_dir):
-        discard(folder)
-    if (output_dir / "merged").is_dir():
-        discard(output_dir / "merged")
-    (output_dir / "samples.jsonl").unlink(missing_ok=True)
-    shutil.rmtree(output_dir / "runs", ignore_errors=True)
+# what a run writes into its output folder: the script, the Trainer, PEFT and the tokenizer
+RUN_NAMES = ("mhgen_run.json", ".mhgen_run.json.tmp", STAGING, "samples.jsonl", "merged", "runs")
+RUN_NAMES += ("README.md", "training_args.bin", "chat_template.jinja", "special_tokens_map.json")
+RUN_NAMES += ("added_tokens.json", "vocab.json", "merges.txt", "generation_config.json")
+RUN_PREFIXES = ("checkpoint-", "adapter_", "tokenizer")
+
+
+def set_aside_replaced_run(output_dir: Path) -> None:
+    """--overwrite: the replaced run leaves output_dir in one rename, to OUTPUT_DIR.replaced, so
+    that nothing of it can pass for the new run's (a kill at any moment leaves the old run whole
+    there); files of the user's come back at once. It is deleted when the new run has its first
+    checkpoint, or its adapter (remove_replaced_run)."""
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if output_dir.resolve() in (Path.cwd(), *Path.cwd().parents):
+        sys.exit(f"error: --overwrite replaces {output_dir}, which holds this folder: pass another")
+    aside = replaced(output_dir)
+    remove_replaced_run(output_dir)  # an earlier --overwrite, stopped before its first checkpoint
+    try:
+        os.rename(output_dir, aside)
+    except OSError as exc:
+        sys.exit(
+            f"error: --overwrite moves the replaced run aside first, and renaming {output_dir} to "
+            f"{aside} failed ({exc.strerror}): empty {output_dir} yourself, or pass another "
+            "--output-dir"
+        )
+    output_dir.mkdir()
+    return_users_files(aside, output_dir)
+    print_main(f"the replaced run is in {aside} until this one saves its first checkpoint")
+
+
+def replaced(output_dir: Path) -> Path:
+    """Where --overwrite puts the run it replaces: beside output_dir, named after it."""
+    output_dir = Path(os.path.abspath(output_dir))  # a name even for "." (symlinks as they are)
+    return output_dir.with_name(output_dir.name + ".replaced")
+
+
+def return_users_files(aside: Path, output_dir: Path) -> None:
+    """Move back into output_dir what the set-aside folder holds that no run writes."""
+    for entry in sorted(aside.iterdir()):
+        if entry.name in RUN_NAMES or entry.name.startswith(RUN_PREFIXES):
+            continue
+        if not (output_dir / entry.name).exists():
+            os.rename(entry, output_dir / entry.name)
+
+
+def remove_replaced_run(output_dir: Path) -> None:
+    """Delete the run --overwrite set aside, if there is one (the user's files return first)."""
+    aside = replaced(output_dir)
+    if aside.is_dir():
+        return_users_files(aside, output_dir)
+        shutil.rmtree(aside)
 
 
 def write_record(

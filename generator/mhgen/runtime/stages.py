@@ -21,7 +21,7 @@ from .data import (
     tokenized,
 )
 from .model_files import load_tokenizer, note_untested_versions, print_main, require
-from .output_folder import clear_replaced_run, save_adapter, write_record
+from .output_folder import remove_replaced_run, save_adapter, set_aside_replaced_run, write_record
 from .sources import ChatFormat, DataSource
 from .training import (
     NotFinite,
@@ -201,7 +201,7 @@ def train(
     )
     if trainer.is_world_process_zero():
         if overwrite:
-            clear_replaced_run(output_dir)
+            set_aside_replaced_run(output_dir)
         write_record(output_dir, config_sha256, inputs, finished=False)
     if checkpoint is not None:
         state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
@@ -234,6 +234,7 @@ def train(
         write_record(
             output_dir, config_sha256, inputs, finished=True, metrics=result.metrics, log=log
         )
+        remove_replaced_run(output_dir)  # a run that saved no checkpoint
         first, last = stopper.first_step, trainer.state.global_step
         print_main(f"adapter saved to {output_dir} (this run trained steps {first} to {last})")
     leave_process_group(trainer)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .model_files import print_main
-from .output_folder import STAGING, discard, promote, whole_checkpoints
+from .output_folder import STAGING, discard, promote, remove_replaced_run, whole_checkpoints
 
 
 class StopRequested(Exception):
@@ -265,6 +265,8 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
                 # a damaged one stays
                 for old in whole_checkpoints(output_dir)[: -self.args.save_total_limit]:
                     discard(old)
+                shutil.rmtree(output_dir / STAGING, ignore_errors=True)  # left empty
+                remove_replaced_run(output_dir)  # --overwrite's: this run has a checkpoint
             self.accelerator.wait_for_everyone()
 
     return Trainer
