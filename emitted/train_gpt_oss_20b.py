@@ -16,7 +16,7 @@
 # d08db5a7be8d997e85b87014f8286dc9839971fb7cb000982dd4eb7001f33838) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: c68c4761bc6ece91d27a149c2fb3cfaaf4468b400b378ab458ece3f19325fe3e
+# mhgen-body-sha256: 3eaeecbbdc78c65f5b364005c615ea950353c590e6677994402f75699327bbb4
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -54,7 +54,6 @@ import importlib.util
 import inspect
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -496,7 +495,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: e8bc07f76e52ee0fa6706097a0fccc859cee25b822d2e282f2c50924b84b0e09
+# runtime sha256: 6c4c549307e3fa41aaad82523ec951fa4cedc6feb7a35ffd1b0c1238ca80c07c
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1939,6 +1938,26 @@ class LengthGroupedSampler:
         return iter([i for batch in batches for i in batch] + rest)
 
 
+# the Trainer's own methods the script's Trainer extends, with their parameters: no public hook
+# does their job (the seeded training order; checkpoints written whole, then renamed in place)
+EXTENDED = {"_get_train_sampler": ["train_dataset"], "_get_output_dir": ["trial"]}
+EXTENDED["_save_checkpoint"] = ["model", "trial"]
+
+
+def check_extended(trainer) -> None:
+    """Stop in one line where the installed Trainer no longer has a method the script extends."""
+    import transformers
+
+    for name, parameters in EXTENDED.items():
+        method = getattr(trainer, name, None)
+        if method is None or list(inspect.signature(method).parameters)[1:] != parameters:
+            sys.exit(
+                f"error: transformers {transformers.__version__} has no Trainer.{name}("
+                f"{', '.join(['self', *parameters])}), which this script extends (it was tested "
+                f"with transformers {TESTED_VERSIONS['transformers']}): install that version"
+            )
+
+
 def trainer_class(length_grouped: bool, stop_on_nan: bool):
     """SFTTrainer with what a long run on a rented GPU needs: checkpoints that are whole or not
     there at all, a stop at the first loss or gradient that is not finite (``stop_on_nan``), and
@@ -1946,17 +1965,46 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
     LengthGroupedSampler's (else the Trainer's own, by train_sampling_strategy)."""
 
     import torch
+    from transformers import TrainerCallback
     from trl import SFTTrainer
+
+    check_extended(SFTTrainer)
+
+    class StopOnNotFinite(TrainerCallback):
+        """Before each optimizer step, on every process at once: stop at a loss or a gradient
+        that is not finite (float16's loss scaler skips such a step itself)."""
+
+        def __init__(self, trainer):
+            self.trainer = trainer
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            trainer = self.trainer
+            bad = torch.zeros((), dtype=torch.long, device=args.device)  # 2: a loss, 1: a gradient
+            if trainer.loss_finite is not None:
+                bad = torch.where(trainer.loss_finite.to(bad.device), bad, 2)
+            trainer.loss_finite = None
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if grads and trainer.accelerator.scaler is None:  # a shard's own, under FSDP
+                local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+                norm = torch.nn.utils.get_total_norm(local).to(bad.device)
+                bad = torch.maximum(bad, (~torch.isfinite(norm)).long())
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+            if bad.item():  # the one sync of the check
+                what = "the loss" if bad.item() == 2 else "the gradient norm"
+                raise NotFinite(f"{what} is not finite at step {state.global_step + 1}")
 
     class Trainer(SFTTrainer):
         batch_shape = None  # of the micro-batch being trained, for the out-of-memory message
         staging = False
-        finite_loss = True  # every micro-batch of the step being trained had a finite loss
+        loss_finite = None  # the losses of the step being trained: all finite (a tensor)
 
         def __init__(self, *args, **kwargs):
             if not sys.stderr.isatty():  # a log file: the logged lines, no bar redrawn with \r
                 kwargs["args"].disable_tqdm = True
             super().__init__(*args, **kwargs)
+            if stop_on_nan:
+                self.add_callback(StopOnNotFinite(self))
 
         def _get_train_sampler(self, train_dataset=None):  # the Trainer's hook for the order
             if not length_grouped:
@@ -1974,28 +2022,14 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
         def training_step(self, model, inputs, *args, **kwargs):
             self.batch_shape = "a micro-batch", tuple(inputs["input_ids"].shape)
             loss = super().training_step(model, inputs, *args, **kwargs)
-            self.finite_loss = self.finite_loss and bool(torch.isfinite(loss))
+            if stop_on_nan:  # read once per optimizer step (StopOnNotFinite): no sync here
+                finite = torch.isfinite(loss)
+                self.loss_finite = finite if self.loss_finite is None else self.loss_finite & finite
             return loss
 
         def prediction_step(self, model, inputs, *args, **kwargs):
             self.batch_shape = "an evaluation batch", tuple(inputs["input_ids"].shape)
             return super().prediction_step(model, inputs, *args, **kwargs)
-
-        def _get_grad_norm(self, model, grad_norm=None):  # before every optimizer step
-            grad_norm = super()._get_grad_norm(model, grad_norm)
-            if stop_on_nan:
-                # 2: a loss, 1: the gradient (float16's loss scaler skips such a step itself)
-                bad = 0 if self.finite_loss else 2
-                if not bad and self.accelerator.scaler is None:
-                    bad = 0 if math.isfinite(float(grad_norm)) else 1
-                flag = torch.tensor(bad, device=self.args.device)
-                if torch.distributed.is_available() and torch.distributed.is_initialized():
-                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                if flag.item():  # every process stops at the same step
-                    what = "the loss" if flag.item() == 2 else "the gradient norm"
-                    raise NotFinite(f"{what} is not finite at step {self.state.global_step + 1}")
-            self.finite_loss = True
-            return grad_norm
 
         def _get_output_dir(self, trial):  # where Trainer puts a checkpoint while it writes it
             output_dir = super()._get_output_dir(trial)

@@ -4,6 +4,7 @@
 
 FAULT is one of
     nan:N           the N-th micro-batch's loss is NaN (so is its gradient)
+    inf-grad:N      after the N-th micro-batch, one LoRA gradient is infinite (its loss is not)
     oom:N           the N-th micro-batch raises torch.OutOfMemoryError, as CUDA does
     oom-load        loading the model raises it
     disk:BYTES      the output folder's disk has BYTES free (shutil.disk_usage)
@@ -55,6 +56,17 @@ if kind in ("nan", "oom"):
         return compute_loss(self, model, inputs, *args, **kwargs)
 
     SFTTrainer.compute_loss = faulty_compute_loss
+elif kind == "inf-grad":
+    training_step = SFTTrainer.training_step
+
+    def faulty_training_step(self, model, *args, **kwargs):
+        loss = training_step(self, model, *args, **kwargs)
+        if nth(rest[0]):
+            trained = next(p for p in model.parameters() if p.requires_grad)
+            trained.grad.view(-1)[0] = float("inf")
+        return loss
+
+    SFTTrainer.training_step = faulty_training_step
 elif kind == "oom-load":
 
     def from_pretrained(*args, **kwargs):

@@ -262,6 +262,18 @@ def test_a_nan_loss_stops_the_run_at_its_step_keeping_the_last_good_checkpoint(t
     assert trained_range(resumed.stdout) == (5, 6)
 
 
+def test_a_gradient_that_is_not_finite_stops_the_run_too(tmp_path, setup):
+    """The loss is finite, one gradient is not: the check before the optimizer step (a public
+    callback hook, issue 30, 5) stops the run before the weights take it."""
+    model, data = setup
+    script = script_for(tmp_path, model, data, **SHORT)
+    proc = run(script, fault="inf-grad:5")
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the gradient norm is not finite at step 5, before the "), last
+    assert steps_of(tmp_path / "out") == [2, 4]
+
+
 def test_stop_on_nan_false_trains_on(tmp_path, setup):
     model, data = setup
     script = script_for(tmp_path, model, data, **SHORT, stop_on_nan=False)

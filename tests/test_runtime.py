@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
 from mhgen import appendix
 from mhgen.runtime import data, messages, output_folder, samples, sources, stages, training
 from mhgen.runtime.messages import DataError
@@ -584,3 +585,26 @@ def test_the_script_names_versions_it_was_not_tested_with(monkeypatch, capsys):
     )
     model_files.note_untested_versions()
     assert capsys.readouterr().out == ""
+
+
+def test_a_trainer_without_a_method_the_script_extends_stops_in_one_line():
+    """The script extends three private Trainer methods that no public hook replaces; a
+    transformers that renamed or reshaped one is named, with the version tested (issue 30, 5)."""
+    require("transformers")
+
+    class Extended:
+        def _get_train_sampler(self, train_dataset=None): ...
+        def _get_output_dir(self, trial): ...
+        def _save_checkpoint(self, model, trial): ...
+
+    training.check_extended(Extended)  # as the tested transformers has them
+
+    class Reshaped(Extended):
+        def _save_checkpoint(self, model, trial, metrics): ...
+
+    with pytest.raises(SystemExit) as stopped:
+        training.check_extended(Reshaped)
+    assert str(stopped.value).startswith("error: transformers ")
+    assert "has no Trainer._save_checkpoint(self, model, trial), which this script extends" in str(
+        stopped.value
+    )
