@@ -18,7 +18,7 @@ the experts in NF4 (the emitted 4-bit script) and in bf16 (the same config with 
 off, every weight bf16: the baseline), each twice in the order NF4, bf16, bf16, NF4. Every
 example is max_seq_length tokens long. Tokens/s is the median over the steps after WARMUP of
 each run, then over the runs; peak GPU memory is torch.cuda.max_memory_allocated, peak host
-memory the process's maximum RSS (loading included).
+memory the process's own peak RSS (VmHWM, loading included; see step_timer.py).
 """
 
 from __future__ import annotations
@@ -185,13 +185,14 @@ def run(root: Path, warmup: int) -> None:
 
 
 LOAD = """
-import importlib.util, json, resource
+import importlib.util, json, sys
+sys.path.insert(0, {bench!r})
+from step_timer import peak_rss_bytes
 spec = importlib.util.spec_from_file_location("script", {script!r})
 script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(script)
 model = script.load_model(on_gpu=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({{"peak": peak}}))
+print(json.dumps({{"peak": peak_rss_bytes()}}))
 """
 
 
@@ -219,7 +220,7 @@ def load(name: str, counts: list[int]) -> None:
         build_model(name, layers, root / FOLDER[name], "cpu")
         script = script_for(root, name, True, 1)
         checkpoint = sum(p.stat().st_size for p in (root / FOLDER[name]).glob("*.safetensors"))
-        command = [sys.executable, "-c", LOAD.format(script=str(script))]
+        command = [sys.executable, "-c", LOAD.format(bench=str(BENCH), script=str(script))]
         proc = subprocess.run(command, cwd=root, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(proc.stderr[-3000:])

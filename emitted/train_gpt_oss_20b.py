@@ -16,7 +16,7 @@
 # d08db5a7be8d997e85b87014f8286dc9839971fb7cb000982dd4eb7001f33838) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 3eaeecbbdc78c65f5b364005c615ea950353c590e6677994402f75699327bbb4
+# mhgen-body-sha256: 7d758b7437e3cf487da884ccbeb6fcf639f8f06af0e7f338b8fd87dfc5a1a997
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -495,7 +495,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 6c4c549307e3fa41aaad82523ec951fa4cedc6feb7a35ffd1b0c1238ca80c07c
+# runtime sha256: f28e31fbbe34ea3aec5564354b45fbd5de1e139c03054955ed41692ca5026b9a
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1348,6 +1348,18 @@ def print_main(message: str) -> None:
     """Print on the main process only (rank 0 under torchrun or accelerate launch)."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(message, flush=True)
+
+
+def peak_host_gib() -> float:
+    """This process's peak resident memory in GiB: VmHWM, which a new program starts afresh
+    (ru_maxrss, the fallback off Linux, survives fork and exec from a larger parent)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return int(next(x for x in f if x.startswith("VmHWM:")).split()[1]) / 2**20  # kB
+    except (OSError, StopIteration):
+        import resource  # POSIX only: imported where it is used
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 # the versions mhgen's test suite ran this script with (mhgen's pins.py; a test keeps them equal)
@@ -2334,9 +2346,7 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     AutoTokenizer.from_pretrained(output_dir).save_pretrained(staged)  # with its chat template
     promote(staged, output_dir / "merged")
     shutil.rmtree(output_dir / STAGING)
-    import resource  # POSIX only: imported where it is used
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    peak = peak_host_gib()
     what = f", the experts kept in {quantization}" if quantization else ""
     print_main(
         f"merged {len(pairs)} LoRA pairs into {base_model} in {dtype_name}{what}: "
@@ -2573,7 +2583,7 @@ def load_seeded(load, seed: int, out_of_memory):
 
 
 # ==== mhgen runtime 0.5.0, 4-bit experts: the same in every mixture-of-experts script ====
-# runtime sha256: b19f93fdfb2c26aebb9399ab84dfae42aee7a0ecd5904b22e532a483ead77aa8
+# runtime sha256: 5c736a30886fed6f181147398b41fce6aafa24537e5395d05502e9a7620d3c13
 
 
 # ---- 4-bit weights for a mixture-of-experts model (gpt-oss, Qwen3-MoE)
@@ -2958,9 +2968,7 @@ def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | 
     model.to(device)  # the buffers (rotary frequencies) the meta model was built with
     model.is_loaded_in_4bit = True  # as bitsandbytes' loader marks it: peft uses its 4-bit LoRA
     model.config.use_cache = False  # the cache is for generation; training does not use it
-    import resource  # POSIX only: imported where it is used
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    peak = peak_host_gib()
     grouped = "one grouped GEMM" if has_grouped_gemm(device, dtype) else "one expert at a time"
     print_main(
         f"NF4 weights: {linears} linear layers and {stacks} expert stacks ({grouped} per "

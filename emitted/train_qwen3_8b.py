@@ -16,7 +16,7 @@
 # c433359357bbf0ff6867e05082cbf668a653cc46236f0dcec1819374eca3ed0b) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 021de3d76a599a9146d15d6b2847a6cb4302debef3b98ef3965518774db5ef70
+# mhgen-body-sha256: 982480b605cff4f56d8af51996bef895d558ed5999f4f21898bd0e92ea2ec803
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -399,7 +399,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 6c4c549307e3fa41aaad82523ec951fa4cedc6feb7a35ffd1b0c1238ca80c07c
+# runtime sha256: f28e31fbbe34ea3aec5564354b45fbd5de1e139c03054955ed41692ca5026b9a
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1252,6 +1252,18 @@ def print_main(message: str) -> None:
     """Print on the main process only (rank 0 under torchrun or accelerate launch)."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(message, flush=True)
+
+
+def peak_host_gib() -> float:
+    """This process's peak resident memory in GiB: VmHWM, which a new program starts afresh
+    (ru_maxrss, the fallback off Linux, survives fork and exec from a larger parent)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return int(next(x for x in f if x.startswith("VmHWM:")).split()[1]) / 2**20  # kB
+    except (OSError, StopIteration):
+        import resource  # POSIX only: imported where it is used
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 # the versions mhgen's test suite ran this script with (mhgen's pins.py; a test keeps them equal)
@@ -2238,9 +2250,7 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     AutoTokenizer.from_pretrained(output_dir).save_pretrained(staged)  # with its chat template
     promote(staged, output_dir / "merged")
     shutil.rmtree(output_dir / STAGING)
-    import resource  # POSIX only: imported where it is used
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    peak = peak_host_gib()
     what = f", the experts kept in {quantization}" if quantization else ""
     print_main(
         f"merged {len(pairs)} LoRA pairs into {base_model} in {dtype_name}{what}: "

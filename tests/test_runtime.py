@@ -608,3 +608,25 @@ def test_a_trainer_without_a_method_the_script_extends_stops_in_one_line():
     assert "has no Trainer._save_checkpoint(self, model, trial), which this script extends" in str(
         stopped.value
     )
+
+
+def test_peak_host_memory_is_the_process_s_own_not_its_parent_s():
+    """A parent holding 600 MB starts a child that holds little: the child's peak is its own
+    (ru_maxrss, which survives fork and exec, read the parent's: issue 28, 4)."""
+    child = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from mhgen.runtime.model_files import peak_host_gib; "
+        "held = bytearray(int(sys.argv[2]) << 20); print(peak_host_gib())"
+    )
+    parent = (
+        "import subprocess, sys; held = bytearray(600 << 20); held[::4096] = b'x' * len(held[::4096]); "
+        "run = lambda mb: subprocess.run([sys.executable, '-c', sys.argv[1], sys.argv[2], mb], "
+        "capture_output=True, text=True, check=True).stdout; print(run('0'), run('300'))"
+    )
+    generator = str(Path(appendix.__file__).parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", parent, child, generator], capture_output=True, text=True, check=True
+    )
+    small, large = map(float, done.stdout.split())
+    assert small < 0.2, small  # a fresh Python, not the parent's 600 MB
+    assert 0.25 < large - small < 0.4, (small, large)

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .model_files import checkpoint_files, from_hub, print_main, read_checkpoint
+from .model_files import checkpoint_files, from_hub, peak_host_gib, print_main, read_checkpoint
 
 
 def linear_nf4(weight, bias, device, dtype):
@@ -387,9 +387,7 @@ def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | 
     model.to(device)  # the buffers (rotary frequencies) the meta model was built with
     model.is_loaded_in_4bit = True  # as bitsandbytes' loader marks it: peft uses its 4-bit LoRA
     model.config.use_cache = False  # the cache is for generation; training does not use it
-    import resource  # POSIX only: imported where it is used
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    peak = peak_host_gib()
     grouped = "one grouped GEMM" if has_grouped_gemm(device, dtype) else "one expert at a time"
     print_main(
         f"NF4 weights: {linears} linear layers and {stacks} expert stacks ({grouped} per "

@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .model_files import checkpoint_files, print_main, read_checkpoint
+from .model_files import checkpoint_files, peak_host_gib, print_main, read_checkpoint
 from .output_folder import STAGING, promote
 
 
@@ -109,9 +109,7 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     AutoTokenizer.from_pretrained(output_dir).save_pretrained(staged)  # with its chat template
     promote(staged, output_dir / "merged")
     shutil.rmtree(output_dir / STAGING)
-    import resource  # POSIX only: imported where it is used
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    peak = peak_host_gib()
     what = f", the experts kept in {quantization}" if quantization else ""
     print_main(
         f"merged {len(pairs)} LoRA pairs into {base_model} in {dtype_name}{what}: "

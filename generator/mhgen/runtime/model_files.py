@@ -14,6 +14,18 @@ def print_main(message: str) -> None:
         print(message, flush=True)
 
 
+def peak_host_gib() -> float:
+    """This process's peak resident memory in GiB: VmHWM, which a new program starts afresh
+    (ru_maxrss, the fallback off Linux, survives fork and exec from a larger parent)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return int(next(x for x in f if x.startswith("VmHWM:")).split()[1]) / 2**20  # kB
+    except (OSError, StopIteration):
+        import resource  # POSIX only: imported where it is used
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
 # the versions mhgen's test suite ran this script with (mhgen's pins.py; a test keeps them equal)
 TESTED_VERSIONS = {
     "torch": "2.13.0",
