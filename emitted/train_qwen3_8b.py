@@ -16,7 +16,7 @@
 # c433359357bbf0ff6867e05082cbf668a653cc46236f0dcec1819374eca3ed0b) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 982480b605cff4f56d8af51996bef895d558ed5999f4f21898bd0e92ea2ec803
+# mhgen-body-sha256: 62bfe981786bbe3c1410342cae116f906d57cfe3350d9b555c83097e4f3b2be0
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -269,7 +269,7 @@ def load_model(on_gpu: bool):
         AutoModelForCausalLM.from_pretrained,
         BASE_MODEL,
         dtype=dtype,
-        attn_implementation=ATTN_IMPLEMENTATION,
+        attn_implementation=attention_kernel(ATTN_IMPLEMENTATION, on_gpu),
         quantization_config=nf4_config(dtype),  # linear layers in NF4, the rest in DTYPE
         # each process holds its own copy on its own GPU (LOCAL_RANK under torchrun)
         device_map={"": int(os.environ.get("LOCAL_RANK", "0"))} if on_gpu else "cpu",
@@ -399,7 +399,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: f28e31fbbe34ea3aec5564354b45fbd5de1e139c03054955ed41692ca5026b9a
+# runtime sha256: 346d112e9a72b3c2be1608f204dd942e6ffeae9116a12179f1dfde6b12d99df3
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1252,6 +1252,16 @@ def print_main(message: str) -> None:
     """Print on the main process only (rank 0 under torchrun or accelerate launch)."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(message, flush=True)
+
+
+def attention_kernel(name: str | None, on_gpu: bool) -> str | None:
+    """The attention kernel the model is loaded with: ``name``, but eager for flex attention on
+    the CPU, where torch has no backward for it (and transformers no attention sinks): eager
+    computes the same values there."""
+    if name == "flex_attention" and not on_gpu:
+        print_main("attention: eager on the CPU (flex_attention trains on a GPU only)")
+        return "eager"
+    return name
 
 
 def peak_host_gib() -> float:

@@ -16,7 +16,7 @@
 # 53cdaa69619197184310c68dba32e07967db51c42c2f5b686321a4cf8f290185) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 7273c2c0461255cd9ec80279409c4256b0414255ab900f6b8ba3c460572992e6
+# mhgen-body-sha256: ea3887db5b409701586961554bfd8c2e8c4d9e481a08e3ad76bd5c5884f50e07
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -418,7 +418,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: f28e31fbbe34ea3aec5564354b45fbd5de1e139c03054955ed41692ca5026b9a
+# runtime sha256: 346d112e9a72b3c2be1608f204dd942e6ffeae9116a12179f1dfde6b12d99df3
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1271,6 +1271,16 @@ def print_main(message: str) -> None:
     """Print on the main process only (rank 0 under torchrun or accelerate launch)."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(message, flush=True)
+
+
+def attention_kernel(name: str | None, on_gpu: bool) -> str | None:
+    """The attention kernel the model is loaded with: ``name``, but eager for flex attention on
+    the CPU, where torch has no backward for it (and transformers no attention sinks): eager
+    computes the same values there."""
+    if name == "flex_attention" and not on_gpu:
+        print_main("attention: eager on the CPU (flex_attention trains on a GPU only)")
+        return "eager"
+    return name
 
 
 def peak_host_gib() -> float:
@@ -2506,7 +2516,7 @@ def load_seeded(load, seed: int, out_of_memory):
 
 
 # ==== mhgen runtime 0.5.0, 4-bit experts: the same in every mixture-of-experts script ====
-# runtime sha256: 5c736a30886fed6f181147398b41fce6aafa24537e5395d05502e9a7620d3c13
+# runtime sha256: 359a0f716ad89dbbf0ef5e3ac379f383ed34a29e23b38fd035be40e9e9e0de10
 
 
 # ---- 4-bit weights for a mixture-of-experts model (gpt-oss, Qwen3-MoE)
@@ -2866,9 +2876,8 @@ def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | 
     if gpt_oss:
         config.quantization_config = None  # the MXFP4 experts are read and dequantized below
     with init_empty_weights():  # the model's parameters on the meta device: nothing allocated
-        model = AutoModelForCausalLM.from_config(
-            config, dtype=dtype, attn_implementation=attn_implementation
-        )
+        attention = attention_kernel(attn_implementation, on_gpu)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
     files = checkpoint_files(base_model)
     for name in [n for n in files if not n.startswith("model.layers.")]:  # embeddings, lm_head
         frozen(model, name, read_checkpoint([name], files)[name], device, dtype)

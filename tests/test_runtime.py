@@ -13,7 +13,16 @@ import pytest
 
 from conftest import require
 from mhgen import appendix
-from mhgen.runtime import data, messages, output_folder, samples, sources, stages, training
+from mhgen.runtime import (
+    data,
+    messages,
+    model_files,
+    output_folder,
+    samples,
+    sources,
+    stages,
+    training,
+)
 from mhgen.runtime.messages import DataError
 
 TOOLS = [{"type": "function", "function": {"name": "get_time", "parameters": {}}}]
@@ -630,3 +639,17 @@ def test_peak_host_memory_is_the_process_s_own_not_its_parent_s():
     small, large = map(float, done.stdout.split())
     assert small < 0.2, small  # a fresh Python, not the parent's 600 MB
     assert 0.25 < large - small < 0.4, (small, large)
+
+
+def test_flex_attention_trains_with_eager_on_the_cpu(capsys):
+    """torch has no flex-attention backward on the CPU, transformers no sinks there: eager,
+    which computes the same values (tests/test_flex_attention.py), said in one line."""
+    assert model_files.attention_kernel("flex_attention", on_gpu=True) == "flex_attention"
+    assert capsys.readouterr().out == ""
+    assert model_files.attention_kernel("flex_attention", on_gpu=False) == "eager"
+    assert (
+        capsys.readouterr().out
+        == "attention: eager on the CPU (flex_attention trains on a GPU only)\n"
+    )
+    assert model_files.attention_kernel("sdpa", on_gpu=False) == "sdpa"
+    assert model_files.attention_kernel(None, on_gpu=False) is None

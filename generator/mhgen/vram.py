@@ -178,7 +178,7 @@ def estimate(
 
     width = shape.intermediate or shape.experts_per_token * shape.expert_intermediate
     layer = ACTIVATION_FACTOR * 2 * t * (8 * h + 3 * width)
-    eager = values["attn_implementation"] == "eager"
+    eager = values["attn_implementation"] == "eager"  # flex attention's memory is linear too
     if eager:
         layer += b * shape.heads * s * s * (2 + 4)
     if values["use_gradient_checkpointing"]:

@@ -19,7 +19,14 @@ import os
 import sys
 from pathlib import Path
 
-from .model_files import checkpoint_files, from_hub, peak_host_gib, print_main, read_checkpoint
+from .model_files import (
+    attention_kernel,
+    checkpoint_files,
+    from_hub,
+    peak_host_gib,
+    print_main,
+    read_checkpoint,
+)
 
 
 def linear_nf4(weight, bias, device, dtype):
@@ -362,9 +369,8 @@ def load_model_nf4(base_model: str, dtype_name: str, attn_implementation: str | 
     if gpt_oss:
         config.quantization_config = None  # the MXFP4 experts are read and dequantized below
     with init_empty_weights():  # the model's parameters on the meta device: nothing allocated
-        model = AutoModelForCausalLM.from_config(
-            config, dtype=dtype, attn_implementation=attn_implementation
-        )
+        attention = attention_kernel(attn_implementation, on_gpu)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
     files = checkpoint_files(base_model)
     for name in [n for n in files if not n.startswith("model.layers.")]:  # embeddings, lm_head
         frozen(model, name, read_checkpoint([name], files)[name], device, dtype)

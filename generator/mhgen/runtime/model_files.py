@@ -14,6 +14,16 @@ def print_main(message: str) -> None:
         print(message, flush=True)
 
 
+def attention_kernel(name: str | None, on_gpu: bool) -> str | None:
+    """The attention kernel the model is loaded with: ``name``, but eager for flex attention on
+    the CPU, where torch has no backward for it (and transformers no attention sinks): eager
+    computes the same values there."""
+    if name == "flex_attention" and not on_gpu:
+        print_main("attention: eager on the CPU (flex_attention trains on a GPU only)")
+        return "eager"
+    return name
+
+
 def peak_host_gib() -> float:
     """This process's peak resident memory in GiB: VmHWM, which a new program starts afresh
     (ru_maxrss, the fallback off Linux, survives fork and exec from a larger parent)."""
