@@ -16,7 +16,7 @@
 # d08db5a7be8d997e85b87014f8286dc9839971fb7cb000982dd4eb7001f33838) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 36b683303210bd7f71d9ccfef8197686c16bbd9a617b76eca89dbf617f6e35a1
+# mhgen-body-sha256: 65138cff057bc9685825b2c99172b56d08d7f21bf5d0ca23448b484f3fba8e77
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -400,7 +400,7 @@ def load_trained(output_dir: Path):
 def training_config(output_dir: Path, max_steps: int, has_eval: bool, on_gpu: bool):
     from trl import SFTConfig
 
-    optim = OPTIM if on_gpu else "adamw_torch"  # OPTIM needs CUDA
+    optim = OPTIM if on_gpu else "adamw_torch_fused"  # OPTIM needs CUDA
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=NUM_TRAIN_EPOCHS,
@@ -495,7 +495,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 346d112e9a72b3c2be1608f204dd942e6ffeae9116a12179f1dfde6b12d99df3
+# runtime sha256: 7d1292d04102a922646c88780ad8f724afe6a647efc308e1d165c2529545bb81
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1451,8 +1451,8 @@ def load_tokenizer(base_model: str):
     return tokenizer
 
 
-# the optimizers that need CUDA; on the CPU adamw_torch runs instead
-CUDA_OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "adamw_torch_fused")
+# the optimizers that need CUDA; on the CPU torch's fused AdamW runs instead
+CUDA_OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit")
 
 
 def check_device(dtype: str, optim: str, use_liger_kernel: bool, training: bool = True) -> bool:
@@ -1470,7 +1470,7 @@ def check_device(dtype: str, optim: str, use_liger_kernel: bool, training: bool 
     elif not on_gpu:
         print_main("note: no CUDA GPU found: training on the CPU, which suits only smoke tests")
         if optim in CUDA_OPTIMIZERS:
-            print_main(f'note: "optim": "{optim}" needs CUDA; using adamw_torch on the CPU')
+            print_main(f'note: "optim": "{optim}" needs CUDA; using adamw_torch_fused on the CPU')
         if use_liger_kernel:
             print_main('note: "use_liger_kernel" needs CUDA; Liger kernels are off on the CPU')
     return on_gpu
@@ -1913,7 +1913,8 @@ def stop_on_signals():
             self.first_step = self.first_step or state.global_step
             if self.requested(args):
                 self.stop(state, control, f"at the end of step {state.global_step}")
-            self.rng = rng_state()
+            if args.gradient_accumulation_steps > 1:  # on_substep_end runs only then
+                self.rng = rng_state()
 
         def on_prediction_step(self, args, state, control, **kwargs):
             if self.requested(args):
@@ -1999,13 +2000,16 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
         def __init__(self, trainer):
             self.trainer = trainer
 
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
             trainer = self.trainer
             bad = torch.zeros((), dtype=torch.long, device=args.device)  # 2: a loss, 1: a gradient
             if trainer.loss_finite is not None:
                 bad = torch.where(trainer.loss_finite.to(bad.device), bad, 2)
             trainer.loss_finite = None
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            # the trained parameters: the optimizer's (walking the model's modules costs more)
+            grads = [
+                p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None
+            ]
             if grads and trainer.accelerator.scaler is None:  # a shard's own, under FSDP
                 local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
                 norm = torch.nn.utils.get_total_norm(local).to(bad.device)

@@ -150,7 +150,8 @@ def test_qlora_4bit_path(tmp_path, models, data, family):
     assert all(math.isfinite(x) for x in curve) and min(curve[-3:]) < curve[0]
     assert "no CUDA GPU found" in proc.stdout
     assert (
-        'note: "optim": "paged_adamw_8bit" needs CUDA; using adamw_torch on the CPU' in proc.stdout
+        'note: "optim": "paged_adamw_8bit" needs CUDA; using adamw_torch_fused on the CPU'
+        in proc.stdout
     )
     if family != "qwen3":  # MoE: the script loads and quantizes the experts (2 layers x 2 stacks)
         assert (

@@ -115,8 +115,8 @@ def load_tokenizer(base_model: str):
     return tokenizer
 
 
-# the optimizers that need CUDA; on the CPU adamw_torch runs instead
-CUDA_OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "adamw_torch_fused")
+# the optimizers that need CUDA; on the CPU torch's fused AdamW runs instead
+CUDA_OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit")
 
 
 def check_device(dtype: str, optim: str, use_liger_kernel: bool, training: bool = True) -> bool:
@@ -134,7 +134,7 @@ def check_device(dtype: str, optim: str, use_liger_kernel: bool, training: bool 
     elif not on_gpu:
         print_main("note: no CUDA GPU found: training on the CPU, which suits only smoke tests")
         if optim in CUDA_OPTIMIZERS:
-            print_main(f'note: "optim": "{optim}" needs CUDA; using adamw_torch on the CPU')
+            print_main(f'note: "optim": "{optim}" needs CUDA; using adamw_torch_fused on the CPU')
         if use_liger_kernel:
             print_main('note: "use_liger_kernel" needs CUDA; Liger kernels are off on the CPU')
     return on_gpu

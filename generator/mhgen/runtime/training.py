@@ -137,7 +137,8 @@ def stop_on_signals():
             self.first_step = self.first_step or state.global_step
             if self.requested(args):
                 self.stop(state, control, f"at the end of step {state.global_step}")
-            self.rng = rng_state()
+            if args.gradient_accumulation_steps > 1:  # on_substep_end runs only then
+                self.rng = rng_state()
 
         def on_prediction_step(self, args, state, control, **kwargs):
             if self.requested(args):
@@ -223,13 +224,16 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
         def __init__(self, trainer):
             self.trainer = trainer
 
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
             trainer = self.trainer
             bad = torch.zeros((), dtype=torch.long, device=args.device)  # 2: a loss, 1: a gradient
             if trainer.loss_finite is not None:
                 bad = torch.where(trainer.loss_finite.to(bad.device), bad, 2)
             trainer.loss_finite = None
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            # the trained parameters: the optimizer's (walking the model's modules costs more)
+            grads = [
+                p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None
+            ]
             if grads and trainer.accelerator.scaler is None:  # a shard's own, under FSDP
                 local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
                 norm = torch.nn.utils.get_total_norm(local).to(bad.device)
