@@ -96,7 +96,7 @@ def build_model(name: str, layers: int, folder: Path, device: str) -> None:
     model.save_pretrained(folder)
 
 
-def script_for(root: Path, name: str, four_bit: bool, steps: int) -> Path:
+def script_for(root: Path, name: str, four_bit: bool, steps: int, settings=None) -> Path:
     """The emitted script of the shipped config on the model in root, 4-bit or all bf16."""
     from mhgen.pipeline import compile_config
     from mhgen.write import write
@@ -106,7 +106,7 @@ def script_for(root: Path, name: str, four_bit: bool, steps: int) -> Path:
     config |= {
         "base_model": FOLDER[name], "load_in_4bit": four_bit, "dataset_path": "train.jsonl",
         "max_steps": steps, "logging_steps": 1, "save_steps": 100000, "num_train_epochs": 100,
-        **spec.get("settings", {}),
+        **spec.get("settings", {}), **(settings or {}),
     }  # fmt: skip
     kind = "nf4" if four_bit else "bf16"
     path = root / f"training-{kind}.json"
@@ -141,13 +141,13 @@ def timed(root: Path, script: Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def prepare(root: Path, name: str, layers: int, steps: int) -> None:
+def prepare(root: Path, name: str, layers: int, steps: int, settings: dict) -> None:
     root.mkdir(parents=True, exist_ok=True)
     seq = json.loads((BENCH.parent / "etc" / MODELS[name]["etc"]).read_text())["max_seq_length"]
-    seq = MODELS[name].get("settings", {}).get("max_seq_length", seq)
+    seq = {**MODELS[name].get("settings", {}), **settings}.get("max_seq_length", seq)
     long_rows(root / "train.jsonl", 2000, 2 * seq)
     for four_bit in (True, False):
-        script_for(root, name, four_bit, steps)
+        script_for(root, name, four_bit, steps, settings)
     (root / "bench.json").write_text(json.dumps({"model": name, "layers": layers, "steps": steps}))
 
 
@@ -241,11 +241,16 @@ def main() -> None:
     parser.add_argument("--load", action="store_true", help="CPU: host memory of loading")
     parser.add_argument("--prepare", type=Path, metavar="DIR")
     parser.add_argument("--run", type=Path, metavar="DIR")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=JSON",
+        help='a config setting for --prepare, e.g. --set attn_implementation=\'"flex_attention"\'',
+    )  # fmt: skip
     args = parser.parse_args()
+    settings = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
     if args.load:
         load(args.model, args.layers or [1, 2, 4])
     elif args.prepare:
-        prepare(args.prepare.resolve(), args.model, (args.layers or [24])[0], args.steps)
+        prepare(args.prepare.resolve(), args.model, (args.layers or [24])[0], args.steps, settings)
     elif args.run:
         run(args.run.resolve(), args.warmup)
     else:
