@@ -205,3 +205,20 @@ def test_plan_without_a_shape_fails(tmp_path):
     assert proc.returncode == 1 and proc.stdout.startswith("no shape known for 'acme/SuperLM-7B'")
     known = write_config(tmp_path, MINIMAL, "known.json")
     assert run_cli("plan", str(known)).returncode == 0
+
+
+def test_plan_names_a_larger_micro_batch_with_the_same_effective_batch(cli):
+    """Issue 28, 2: where the GPU holds more than the config's micro-batch, plan names the
+    largest divisor of the effective batch that fits, and the accumulation that keeps it."""
+    from mhgen.vram import same_effective_batch
+
+    values = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}
+    assert same_effective_batch(values, 6) == (4, 2)  # 6 does not divide 8: 4 does
+    assert same_effective_batch(values, 99) == (8, 1)
+    assert same_effective_batch(values, 3) is None  # 2 is already the largest that fits
+    code, out, _ = cli("plan", str(ETC / "training-qwen3-8b.json"), "--gpu-memory", "80")
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        '       the same effective batch (8), fewer micro-batches: "per_device_train_batch_size": '
+        '8, "gradient_accumulation_steps": 1'
+    )

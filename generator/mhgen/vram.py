@@ -269,6 +269,17 @@ def largest(values: dict, shape: Shape, budget_gb: float, what: str) -> int:
     return low
 
 
+def same_effective_batch(values: dict, largest_batch: int) -> tuple[int, int] | None:
+    """(micro-batch, accumulation steps) with the config's effective batch per device and the
+    largest micro-batch up to ``largest_batch``: fewer, larger steps (a step's fixed cost is paid
+    less often), the same optimizer steps. None where that is the config's own."""
+    b = values["per_device_train_batch_size"]
+    effective = b * values["gradient_accumulation_steps"]
+    best = max((m for m in range(1, effective + 1) if effective % m == 0 and m <= largest_batch),
+               default=b)  # fmt: skip
+    return None if best <= b else (best, effective // best)
+
+
 def _cap(value: int, key: str) -> str:
     from .schema import properties
 
@@ -331,4 +342,12 @@ def report(
         lines.append(
             f"  {size:>4} GB GPU: {verdict}; {room if batch or seq else 'not even batch 1'}"
         )
+        faster = same_effective_batch(values, batch) if fits else None
+        if faster:
+            effective = b * values["gradient_accumulation_steps"]
+            lines.append(
+                f"       the same effective batch ({effective}), fewer micro-batches: "
+                f'"per_device_train_batch_size": {faster[0]}, "gradient_accumulation_steps": '
+                f"{faster[1]}"
+            )
     return "\n".join(lines) + "\n"
