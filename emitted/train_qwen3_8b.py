@@ -16,7 +16,7 @@
 # c433359357bbf0ff6867e05082cbf668a653cc46236f0dcec1819374eca3ed0b) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: b701247e87231c2c6cd44fac8085bc7a1f84395a47ad98ca05c84c3636fa271b
+# mhgen-body-sha256: 78f90212f6b7b2e6040367ab8bfdd3d32253500fcede36825bdfbdd9e8c3c399
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -399,7 +399,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 7d1292d04102a922646c88780ad8f724afe6a647efc308e1d165c2529545bb81
+# runtime sha256: bb83c7c6e5f78b71f8dda5c79a2e10cb239ca85a8685eb53de2ea716d17567af
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1586,21 +1586,21 @@ def set_aside_replaced_run(output_dir: Path) -> None:
     aside = replaced(output_dir)
     remove_replaced_run(output_dir)  # an earlier --overwrite, stopped before its first checkpoint
     try:
-        os.rename(output_dir, aside)
+        os.rename(os.path.realpath(output_dir), aside)  # a symlinked folder: its target
     except OSError as exc:
         sys.exit(
             f"error: --overwrite moves the replaced run aside first, and renaming {output_dir} to "
             f"{aside} failed ({exc.strerror}): empty {output_dir} yourself, or pass another "
             "--output-dir"
         )
-    output_dir.mkdir()
+    Path(os.path.realpath(output_dir)).mkdir()
     return_users_files(aside, output_dir)
     print_main(f"the replaced run is in {aside} until this one saves its first checkpoint")
 
 
 def replaced(output_dir: Path) -> Path:
     """Where --overwrite puts the run it replaces: beside output_dir, named after it."""
-    output_dir = Path(os.path.abspath(output_dir))  # a name even for "." (symlinks as they are)
+    output_dir = Path(os.path.realpath(output_dir))  # a symlinked folder: beside its target
     return output_dir.with_name(output_dir.name + ".replaced")
 
 

@@ -16,7 +16,7 @@
 # 53cdaa69619197184310c68dba32e07967db51c42c2f5b686321a4cf8f290185) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: f66abf30450af4762be7819324b4c5f20daf747374a2ea3e27dbc4ce01c3f9e9
+# mhgen-body-sha256: ac2d8b347ee0e046807ebfec8e7c018840326103be8ec7935f0337e9c6c43ae9
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -418,7 +418,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 7d1292d04102a922646c88780ad8f724afe6a647efc308e1d165c2529545bb81
+# runtime sha256: bb83c7c6e5f78b71f8dda5c79a2e10cb239ca85a8685eb53de2ea716d17567af
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1605,21 +1605,21 @@ def set_aside_replaced_run(output_dir: Path) -> None:
     aside = replaced(output_dir)
     remove_replaced_run(output_dir)  # an earlier --overwrite, stopped before its first checkpoint
     try:
-        os.rename(output_dir, aside)
+        os.rename(os.path.realpath(output_dir), aside)  # a symlinked folder: its target
     except OSError as exc:
         sys.exit(
             f"error: --overwrite moves the replaced run aside first, and renaming {output_dir} to "
             f"{aside} failed ({exc.strerror}): empty {output_dir} yourself, or pass another "
             "--output-dir"
         )
-    output_dir.mkdir()
+    Path(os.path.realpath(output_dir)).mkdir()
     return_users_files(aside, output_dir)
     print_main(f"the replaced run is in {aside} until this one saves its first checkpoint")
 
 
 def replaced(output_dir: Path) -> Path:
     """Where --overwrite puts the run it replaces: beside output_dir, named after it."""
-    output_dir = Path(os.path.abspath(output_dir))  # a name even for "." (symlinks as they are)
+    output_dir = Path(os.path.realpath(output_dir))  # a symlinked folder: beside its target
     return output_dir.with_name(output_dir.name + ".replaced")
 
 

@@ -346,6 +346,20 @@ def test_overwrite_sets_the_replaced_run_aside_whole_and_keeps_the_user_s_files(
     assert not aside.exists() and (out / "notes.txt").read_text() == "notes.txt"
 
 
+def test_overwrite_of_a_symlinked_output_folder_sets_its_target_aside(tmp_path):
+    """outputs/run -> /big/disk/run, as on rented boxes: the link stays, its target is renewed."""
+    target = tmp_path / "disk" / "run"
+    (target / "checkpoint-3").mkdir(parents=True)
+    (tmp_path / "outputs").mkdir()
+    link = tmp_path / "outputs" / "run"
+    link.symlink_to(target)
+    output_folder.set_aside_replaced_run(link)
+    assert link.is_symlink() and link.is_dir() and not any(link.iterdir())
+    assert (tmp_path / "disk" / "run.replaced" / "checkpoint-3").is_dir()
+    output_folder.remove_replaced_run(link)
+    assert not (tmp_path / "disk" / "run.replaced").exists() and link.is_dir()
+
+
 def test_overwrite_never_renames_the_folder_it_runs_in(tmp_path, monkeypatch):
     (tmp_path / "mhgen_run.json").write_text("{}")
     monkeypatch.chdir(tmp_path)

@@ -162,21 +162,21 @@ def set_aside_replaced_run(output_dir: Path) -> None:
     aside = replaced(output_dir)
     remove_replaced_run(output_dir)  # an earlier --overwrite, stopped before its first checkpoint
     try:
-        os.rename(output_dir, aside)
+        os.rename(os.path.realpath(output_dir), aside)  # a symlinked folder: its target
     except OSError as exc:
         sys.exit(
             f"error: --overwrite moves the replaced run aside first, and renaming {output_dir} to "
             f"{aside} failed ({exc.strerror}): empty {output_dir} yourself, or pass another "
             "--output-dir"
         )
-    output_dir.mkdir()
+    Path(os.path.realpath(output_dir)).mkdir()
     return_users_files(aside, output_dir)
     print_main(f"the replaced run is in {aside} until this one saves its first checkpoint")
 
 
 def replaced(output_dir: Path) -> Path:
     """Where --overwrite puts the run it replaces: beside output_dir, named after it."""
-    output_dir = Path(os.path.abspath(output_dir))  # a name even for "." (symlinks as they are)
+    output_dir = Path(os.path.realpath(output_dir))  # a symlinked folder: beside its target
     return output_dir.with_name(output_dir.name + ".replaced")
 
 
