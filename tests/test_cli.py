@@ -344,3 +344,32 @@ def test_explain_shows_the_detection(tmp_path, cli, model, family, fmt, template
     # the example is this config's: its system prompt (MINIMAL's), as the script adds it
     assert "Be brief." in out.split("example, with this config's system prompt:")[1]
     assert "-- trained: " in out
+
+
+def test_explain_says_whether_the_experts_are_adapted_and_what_it_costs(project, cli):
+    """Issue 31, 4: the trainable weights and the plan's memory of LoRA on the experts."""
+    from mhgen.pipeline import compile_config
+    from mhgen.vram import SHAPES, lora_weight_count
+
+    path = project / "etc" / "training-gpt-oss-20b.json"
+    config, values = json.loads(path.read_text()), compile_config(path).plan.values
+    shape = SHAPES["gpt-oss-20b"]
+    attention = values["lora_target_modules"]
+    extra = lora_weight_count(
+        {**values, "lora_target_modules": [*attention, "gate_up", "down"]}, shape
+    ) - lora_weight_count(values, shape)
+    assert extra > 10e6  # the experts hold most of the model: adapting them is not free
+    code, out, _ = cli("explain", "etc/training-gpt-oss-20b.json")
+    line = next(x for x in out.splitlines() if x.startswith("experts: "))
+    assert code == 0 and line.startswith(
+        f'experts: not adapted; adding "gate_up" and "down" to lora_target_modules adapts them: '
+        f"{extra / 1e6:.0f}M more LoRA weights, "
+    )
+    assert line.endswith(" GiB more in mhgen plan, and an adapter --merge refuses")
+    write_config(project, {**config, "lora_target_modules": "all-linear"}, "all.json")
+    code, out, _ = cli("explain", "all.json")
+    line = next(x for x in out.splitlines() if x.startswith("experts: "))
+    assert code == 0 and line.startswith("experts: adapted (gate_up, down): ")
+    assert "--merge refuses such an adapter" in line
+    code, out, _ = cli("explain", "etc/training-qwen3-8b.json")
+    assert code == 0 and "experts:" not in out  # a dense model has none

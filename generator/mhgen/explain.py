@@ -80,6 +80,38 @@ def formats_text() -> str:
     return "\n".join(out)
 
 
+def experts_line(plan) -> list[str]:
+    """For a mixture-of-experts model: whether LoRA adapts its experts, and what adapting them
+    (or not) changes: LoRA weights, the plan's peak GPU memory, --merge."""
+    from . import vram
+
+    values = plan.values
+    shape = vram.shape_for(values["base_model"])
+    if not plan.family.moe or shape is None:
+        return []
+    if not values["load_in_4bit"]:
+        return ["experts: not adapted (LoRA on the experts is written for the 4-bit experts)"]
+    targets = values["lora_target_modules"]
+    if plan.experts_lora:
+        every = list(vram._linears(shape)) if targets == "all-linear" else targets
+        linear = [t for t in every if t not in families.EXPERT_LAYERS]
+        other, adapted = {**values, "lora_target_modules": linear}, values
+    else:
+        other, adapted = values, {**values, "lora_target_modules": [*targets, "gate_up", "down"]}
+    weights = vram.lora_weight_count(adapted, shape) - vram.lora_weight_count(other, shape)
+    memory = vram.estimate(adapted, shape)["total"] - vram.estimate(other, shape)["total"]
+    cost = f"{weights / 1e6:.0f}M more LoRA weights, {memory / 2**30:.1f} GiB more in mhgen plan"
+    if plan.experts_lora:
+        return [
+            f"experts: adapted ({', '.join(plan.expert_lora_projections) or 'gate_up, down'}): "
+            f"{cost}; --merge refuses such an adapter (serve it unmerged with PEFT)"
+        ]
+    return [
+        f'experts: not adapted; adding "gate_up" and "down" to lora_target_modules adapts them: '
+        f"{cost}, and an adapter --merge refuses"
+    ]
+
+
 def explain_text(compiled: Compiled) -> str:
     plan, values = compiled.plan, compiled.plan.values
     identity = plan.identity
@@ -105,6 +137,7 @@ def explain_text(compiled: Compiled) -> str:
         f"chat format: {FORMATS.get(plan.format_template, plan.chat_format)} ({how}), rendered "
         f"by {plan.format_template}",
         f"LoRA targets: {values['lora_target_modules']} ({chosen['lora_target_modules']})",
+        *experts_line(plan),
         f"attention: {values['attn_implementation']} ({chosen['attn_implementation']})",
         f"script: {plan.script_name}",
         "left at their defaults: " + ", ".join(defaults),
