@@ -283,7 +283,11 @@ def test_smoke_trains_a_shipped_config_on_a_tiny_model_and_cleans_up(tmp_path):
     before = set(Path(tempfile.gettempdir()).glob("mhgen-smoke-*"))
     proc = run_cli("smoke", "etc/training-qwen3-8b.json", "--steps", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "smoke: tiny qwen3 model (chatml), data: a built-in sample" in proc.stdout
+    # the shipped configs read the shipped sample, so smoke trains on the config's own data
+    assert (
+        "smoke: tiny qwen3 model (chatml), data: the first 32 lines of etc/sample-chat.jsonl"
+        in proc.stdout
+    )
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("smoke: ok: 2 steps, loss ")
     assert last.endswith("; its files, adapter included, are deleted (--keep DIR keeps them)")
