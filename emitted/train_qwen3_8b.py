@@ -16,7 +16,7 @@
 # c433359357bbf0ff6867e05082cbf668a653cc46236f0dcec1819374eca3ed0b) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 78f90212f6b7b2e6040367ab8bfdd3d32253500fcede36825bdfbdd9e8c3c399
+# mhgen-body-sha256: ca3b0cab66eb75c5009a2d991417907f26621138de7cb1d9b25dd4e078c35c64
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -50,6 +50,7 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -356,8 +357,8 @@ def main() -> None:
     # a finished run: --merge and --sample alone train nothing
     if args.merge and not args.overwrite and finished_run(output_dir, CONFIG_SHA256):
         require("torch")
-        check_disk(output_dir, DISK_BYTES, SAVE_TOTAL_LIMIT, train=False, merge=True)
-        merge_adapter(output_dir, BASE_MODEL, DTYPE)
+        check_disk(output_dir, DISK_BYTES, SAVE_TOTAL_LIMIT, train=False, merge=args.merge)
+        merge_adapter(output_dir, BASE_MODEL, DTYPE, args.merge)
         if not args.sample:
             return
     cache = output_dir.parent / "mhgen-data-cache"  # tokenized data, kept for the next run
@@ -395,11 +396,11 @@ def main() -> None:
         what, conversations = held_out_conversations(data, evaluation, held_out, args.sample)
         sample(model, tokenizer, conversations, what, output_dir, chat)
     if args.merge:
-        merge_adapter(output_dir, BASE_MODEL, DTYPE)
+        merge_adapter(output_dir, BASE_MODEL, DTYPE, args.merge)
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: bb83c7c6e5f78b71f8dda5c79a2e10cb239ca85a8685eb53de2ea716d17567af
+# runtime sha256: 607e999eaac4f13b3e2096301d5bca5281c28345a3ac22ab79a08b8a1f952362
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1649,11 +1650,12 @@ def finished_run(output_dir: Path, config_sha256: str) -> bool:
     return previous.get("config_sha256") == config_sha256 and previous.get("finished") is True
 
 
-def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge: bool) -> None:
+def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge) -> None:
     """Stop before anything loads if output_dir's disk cannot hold what the run writes: to
     train, the ``keep`` checkpoints it keeps, one more while it is written, and the adapter; to
-    merge, the merged model. ``disk_bytes``: their sizes ("checkpoint", "adapter", "merged"),
-    None where mhgen knows no shape for the model (then nothing is checked)."""
+    merge (``merge``: its format, or None), the merged model. ``disk_bytes``: their sizes
+    ("checkpoint", "adapter", "merged", and "merged_mxfp4" where it differs), None where mhgen
+    knows no shape for the model (then nothing is checked)."""
     if disk_bytes is None:
         return
     writes = {}
@@ -1662,7 +1664,8 @@ def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge
         what = f"{keep} + 1 checkpoints of {size} and the adapter"
         writes[what] = (keep + 1) * disk_bytes["checkpoint"] + disk_bytes["adapter"]
     if merge:
-        writes[f"the merged model of {disk_bytes['merged'] / 2**30:.2f} GiB"] = disk_bytes["merged"]
+        size = disk_bytes.get(f"merged_{merge}", disk_bytes["merged"])
+        writes[f"the merged model of {size / 2**30:.2f} GiB"] = size
     needed = sum(writes.values())
     folder = output_dir.resolve()
     while not folder.exists():
@@ -2162,36 +2165,308 @@ def sample(
     print_main(f"samples written to {output_dir / 'samples.jsonl'}")
 
 
+# ---- MXFP4: gpt-oss's expert weights, quantized to and dequantized from its checkpoint format
+#
+# MXFP4 (OCP Microscaling formats, v1.0): 32 consecutive values share one 8-bit E8M0 scale, the
+# power of two 2**(s - 127), and each value is a 4-bit E2M1 float (sign, 2 exponent bits, 1
+# mantissa bit): 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives. gpt-oss's checkpoint stores an
+# expert projection as `<name>_blocks` (uint8, experts x out x in/32 x 16: two values a byte, the
+# even-indexed one in the low nibble) and `<name>_scales` (uint8, experts x out x in/32), so the
+# blocks run along each expert's input dimension. transformers' convert_moe_packed_tensors turns
+# them into the model's parameter, (experts x in x out), e.g. mlp.experts.gate_up_proj
+# (experts x hidden x 2*intermediate); quantize_mxfp4 takes that layout and gives back the
+# checkpoint's two tensors. The scale is the specification's: 2**(floor(log2(max |x|)) - 2), so
+# the block's largest value, divided by it, lands in [4, 8), and above 6 becomes 6; each value is
+# rounded to the nearest E2M1 value, ties to the even code (mantissa bit 0). Both directions work
+# on a few million values at a time, so a 32 x 2880 x 5760 projection needs no big temporaries.
+
+
+MXFP4_BLOCK = 32  # values sharing one scale
+MXFP4_E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # codes 0..7; codes 8..15 are the negatives
+
+
+def mxfp4_matrices(shape, trailing: int):
+    """Every index of the leading dimensions of ``shape`` (all but the last ``trailing``)."""
+    return itertools.product(*(range(n) for n in shape[:-trailing]))
+
+
+def mxfp4_encode_rows(rows):
+    """(n, k) float32 rows, k a multiple of 32 -> (codes packed two a byte (n, k/32, 16) uint8,
+    E8M0 scales (n, k/32) uint8), one scale per 32 consecutive values of a row. Raises
+    ValueError if a value is inf or NaN."""
+    import torch
+
+    n, k = rows.shape
+    x = rows.reshape(n, k // MXFP4_BLOCK, MXFP4_BLOCK)
+    magnitude = x.abs()
+    largest = magnitude.amax(-1)  # NaN if the block holds one
+    if not torch.isfinite(largest).all():
+        raise ValueError("MXFP4 cannot hold inf or NaN")
+    # floor(log2(a)) is frexp's exponent - 1 (a = m * 2**e, 0.5 <= m < 1), exact for subnormals
+    _, exponent = torch.frexp(largest)
+    # an all-zero block takes the smallest scale, 2**-127 (log2(0) clamped), byte 0
+    shared = torch.where(largest > 0, exponent - 3, -127).clamp_(-127, 127)
+    # 2**-shared is a normal float32 (shared >= -127 and <= 125 for any finite float32), built
+    # from its bits so that the scaling is an exact multiplication by a power of two
+    magnitude *= ((127 - shared) << 23).view(torch.float32)[..., None]
+    # the nearest E2M1 value: count the midpoints below; on a midpoint between codes c and c + 1
+    # the even code wins (ties to even, as the specification's conversions round)
+    codes = torch.zeros(magnitude.shape, dtype=torch.uint8, device=magnitude.device)
+    for code, (low, high) in enumerate(itertools.pairwise(MXFP4_E2M1)):
+        midpoint = (low + high) / 2
+        codes += magnitude > midpoint if code % 2 == 0 else magnitude >= midpoint
+    del magnitude  # above 5 (the last midpoint) is code 7, 6.0: the clamp
+    codes |= torch.signbit(x).to(torch.uint8) << 3  # -0.0 stays -0.0
+    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return packed, (shared + 127).to(torch.uint8)
+
+
+def mxfp4_decode_rows(blocks, scales):
+    """(n, g, 16) uint8 packed codes and (n, g) uint8 E8M0 scales -> (n, g * 32) float32."""
+    import torch
+
+    n, groups, _ = blocks.shape
+    codes = torch.stack((blocks & 0x0F, blocks >> 4), dim=-1).reshape(n, groups, MXFP4_BLOCK)
+    # E2M1 from its bits: exponent 0 is subnormal, m * 0.5; else (1 + m / 2) * 2**(e - 1)
+    exponent = ((codes >> 1) & 0b11).to(torch.int32)
+    mantissa = (codes & 1).to(torch.float32)
+    normal = (1 + mantissa / 2) * (torch.ones_like(exponent) << exponent).to(torch.float32) / 2
+    magnitude = torch.where(exponent == 0, mantissa / 2, normal)
+    values = torch.where((codes >> 3).bool(), -magnitude, magnitude)
+    # E8M0: 2**(s - 127) as float32 bits; s = 0 is the subnormal 2**-127, s = 255 is NaN
+    s = scales.to(torch.int32)
+    bits = torch.where(s == 0, 1 << 22, s << 23)
+    power = torch.where(s == 255, float("nan"), bits.view(torch.float32))
+    return (values * power[..., None]).reshape(n, groups * MXFP4_BLOCK)
+
+
+def quantize_mxfp4(weight, chunk_elements: int = 1 << 22):
+    """MXFP4 of ``weight`` (float32, bfloat16 or float16), laid out as transformers'
+    convert_moe_packed_tensors returns it and as gpt-oss's model holds the parameter:
+    (..., k, rows), e.g. mlp.experts.gate_up_proj (experts, hidden, 2 * intermediate), blocks of 32
+    along k. Returns the checkpoint's (blocks, scales): uint8 (..., rows, k / 32, 16) and
+    (..., rows, k / 32), e.g. gate_up_proj_blocks and gate_up_proj_scales. Works on about
+    ``chunk_elements`` values at a time, on the weight's device. Raises ValueError on inf or
+    NaN, or if k is not a multiple of 32."""
+    import torch
+
+    if weight.dim() < 2 or not weight.is_floating_point():
+        raise ValueError(
+            f"MXFP4 quantizes a float tensor of 2 or more dimensions, not {weight.dtype} "
+            f"{tuple(weight.shape)}"
+        )
+    *lead, k, rows = weight.shape
+    if k % MXFP4_BLOCK:
+        raise ValueError(f"MXFP4 blocks of 32 need a multiple of 32 values, not {k}")
+    blocks = torch.empty(*lead, rows, k // MXFP4_BLOCK, 16, dtype=torch.uint8, device=weight.device)
+    scales = torch.empty(*lead, rows, k // MXFP4_BLOCK, dtype=torch.uint8, device=weight.device)
+    step = max(1, chunk_elements // k)
+    for index in mxfp4_matrices(weight.shape, 2):
+        matrix = weight[index]
+        for r0 in range(0, rows, step):
+            piece = matrix[:, r0 : r0 + step].t().to(torch.float32).contiguous()
+            try:
+                encoded = mxfp4_encode_rows(piece)
+            except ValueError as error:
+                where = ", ".join([*map(str, index), ":", f"{r0}:{r0 + len(piece)}"])
+                raise ValueError(f"{error}, and there is some in weight[{where}]") from None
+            blocks[index][r0 : r0 + step], scales[index][r0 : r0 + step] = encoded
+    return blocks, scales
+
+
+def dequantize_mxfp4(blocks, scales, dtype=None, chunk_elements: int = 1 << 22):
+    """The weight that gpt-oss's checkpoint tensors (blocks (..., rows, g, 16), scales
+    (..., rows, g), uint8) hold, decoded from MXFP4's definition, in the layout of transformers'
+    convert_moe_packed_tensors and the model's parameter: (..., g * 32, rows), in ``dtype``
+    (bfloat16 unless given)."""
+    import torch
+
+    dtype = dtype or torch.bfloat16
+    if blocks.dtype != torch.uint8 or scales.dtype != torch.uint8:
+        raise ValueError(f"MXFP4 blocks and scales are uint8, not {blocks.dtype}, {scales.dtype}")
+    if blocks.dim() < 3 or blocks.shape[-1] != 16 or blocks.shape[:-1] != scales.shape:
+        raise ValueError(
+            f"MXFP4 blocks (..., rows, g, 16) need scales (..., rows, g): "
+            f"{tuple(blocks.shape)} and {tuple(scales.shape)}"
+        )
+    *lead, rows, groups, _ = blocks.shape
+    out = torch.empty(*lead, groups * MXFP4_BLOCK, rows, dtype=dtype, device=blocks.device)
+    step = max(1, chunk_elements // (groups * MXFP4_BLOCK))
+    for index in mxfp4_matrices(blocks.shape, 3):
+        for r0 in range(0, rows, step):
+            piece = mxfp4_decode_rows(blocks[index][r0 : r0 + step], scales[index][r0 : r0 + step])
+            out[index][:, r0 : r0 + step] = piece.t()
+    return out
+
+
 # ---- --merge: the base model with the adapter merged into its weights
 
 
-def lora_pairs(output_dir: Path) -> tuple[dict, float]:
-    """The adapter in output_dir as {checkpoint tensor it adapts: (lora_A, lora_B)}, and its
-    scaling, lora_alpha / r (from adapter_config.json, as PEFT loads it)."""
+# How each mixture-of-experts model holds its fused experts' parameters: (experts, in, out)
+# (gpt-oss: x @ weight) or (experts, out, in) (Qwen3-MoE: as nn.Linear), by config.model_type
+EXPERTS_IN_OUT = {"gpt_oss": True, "qwen3_moe": False}
+MERGE_FORMATS = ("dtype", "mxfp4")  # --merge-format: every weight in DTYPE, or experts in MXFP4
+FUSED_EXPERTS = (".experts.gate_up_proj", ".experts.down_proj")
+FUSED_EXPERTS_BLOCKS = tuple(name + "_blocks" for name in FUSED_EXPERTS)
+# config.json's quantization_config of openai/gpt-oss-20b and -120b: what stays in 16 bits
+GPT_OSS_MXFP4 = {
+    "modules_to_not_convert": [
+        "model.layers.*.self_attn",
+        "model.layers.*.mlp.router",
+        "model.embed_tokens",
+        "lm_head",
+    ],
+    "quant_method": "mxfp4",
+}
+
+
+def lora_pairs(output_dir: Path) -> tuple[dict, float, int]:
+    """The adapter in output_dir as {model parameter it adapts: (lora_A, lora_B)}, its scaling
+    (lora_alpha / r, as PEFT loads it) and its rank r. LoRA on a linear layer adapts
+    ``<module>.weight``; LoRA on fused experts (PEFT's target_parameters) adapts the parameter
+    itself: PEFT wraps the experts once per parameter, in target_parameters' order, so the last
+    one's LoRA is ``experts.lora_A`` and each one before it a ``base_layer.`` deeper."""
     from safetensors.torch import load_file
 
     config = json.loads((output_dir / "adapter_config.json").read_text(encoding="utf-8"))
     saved = load_file(output_dir / "adapter_model.safetensors")
+    wrapped = [t.rpartition(".") for t in config.get("target_parameters") or ()]
     pairs = {}
     for key in saved:
         module, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
         if kind not in ("A.weight", "B.weight"):
-            sys.exit(f"error: --merge merges LoRA on linear layers, and {output_dir} holds {key}")
-        if kind == "A.weight":
-            pairs[module + ".weight"] = saved[key], saved[key.replace(".lora_A.", ".lora_B.")]
-    return pairs, config["lora_alpha"] / config["r"]
+            sys.exit(f"error: --merge merges LoRA on weights, and {output_dir} holds {key}")
+        if kind == "B.weight":
+            continue
+        depth, module = module.count(".base_layer"), module.replace(".base_layer", "")
+        parameters = [name for owner, _, name in wrapped if module.endswith("." + owner)]
+        name = f"{module}.{parameters[-1 - depth]}" if parameters else module + ".weight"
+        pairs[name] = saved[key], saved[key.replace(".lora_A.", ".lora_B.")]
+    scaling = config["lora_alpha"] / (
+        config["r"] ** 0.5 if config.get("use_rslora") else config["r"]
+    )
+    return pairs, scaling, config["r"]
 
 
-def merged_weight(name: str, weight, lora_a, lora_b, scaling: float, dtype, base_model: str):
-    """weight + scaling * lora_B @ lora_A, computed in float32, in ``dtype``."""
-    if not weight.is_floating_point() or weight.shape != (lora_b.shape[0], lora_a.shape[1]):
+def merged_weight(name: str, weight, delta, dtype, base_model: str):
+    """weight + delta, computed in float32, in ``dtype``."""
+    if not weight.is_floating_point() or weight.shape != delta.shape:
         sys.exit(
             f"error: the checkpoint of {base_model} holds {name} as {weight.dtype} "
-            f"{tuple(weight.shape)}, and the adapter in --output-dir adapts a "
-            f"{lora_b.shape[0]} x {lora_a.shape[1]} weight: --merge needs the 16-bit checkpoint "
-            "the adapter was trained on"
+            f"{tuple(weight.shape)}, and the adapter in --output-dir changes a "
+            f"{' x '.join(map(str, delta.shape))} weight: --merge needs the 16-bit (or MXFP4) "
+            "checkpoint the adapter was trained on"
         )
-    return (weight.float() + scaling * (lora_b.float() @ lora_a.float())).to(dtype)
+    return (weight.float() + delta).to(dtype)
+
+
+def linear_delta(lora_a, lora_b, scaling: float):
+    """scaling * lora_B @ lora_A in float32: LoRA's change of a linear layer's weight."""
+    return scaling * (lora_b.float() @ lora_a.float())
+
+
+def expert_delta(pair: tuple, lora: tuple, expert: int, in_out: bool):
+    """One expert's change of a fused experts' parameter, as PEFT computes it for
+    target_parameters: lora_A's rows are (expert, rank), lora_B's columns (rank, expert). In
+    float32, (in x out) when the model holds the expert's weight so, else (out x in).
+    ``pair``: (lora_A, lora_B); ``lora``: (scaling, rank)."""
+    (lora_a, lora_b), (scaling, rank) = pair, lora
+    experts = lora_a.shape[0] // rank
+    a = lora_a.reshape(experts, rank, -1)[expert].float()
+    b = lora_b.reshape(lora_b.shape[0], rank, experts)[:, :, expert].float()
+    delta = scaling * (b @ a)
+    return delta.t() if in_out else delta
+
+
+def merge_fused_experts(tensors: dict, name: str, pair, lora: tuple, settings: tuple) -> None:
+    """A layer's fused experts' parameter ``name`` (gpt-oss's, or a fused Qwen3-MoE
+    checkpoint's), read from 16 bits or from MXFP4 (``name``_blocks and _scales), with the
+    change of its LoRA ``pair`` (None: unchanged), written back into ``tensors`` in the merged
+    model's dtype, or in MXFP4 as gpt-oss's checkpoint holds it. One expert at a time in
+    float32: the temporaries are one expert's weight, never the whole stack's. ``settings``:
+    (in_out, dtype, mxfp4, base_model)."""
+    import torch
+
+    in_out, dtype, mxfp4, base_model = settings
+    blocks, scales = tensors.pop(name + "_blocks", None), tensors.pop(name + "_scales", None)
+    weight = tensors.pop(name, None)
+    if pair is None and mxfp4 == (blocks is not None):  # already in the format written
+        if blocks is None:
+            tensors[name] = weight.to(dtype)
+        else:
+            tensors[name + "_blocks"], tensors[name + "_scales"] = blocks, scales
+        return
+    out, experts = {}, len(weight if blocks is None else blocks)  # filled an expert at a time
+    for e in range(experts):
+        if blocks is None:
+            w = weight[e].float()
+        else:
+            w = dequantize_mxfp4(blocks[e], scales[e], torch.float32)
+        if pair is not None:
+            delta = expert_delta(pair, lora, e, in_out)
+            w = merged_weight(f"{name} (expert {e})", w, delta, torch.float32, base_model)
+        pieces = {"": w}
+        if mxfp4:
+            pieces = dict(zip(("_blocks", "_scales"), quantize_mxfp4(w), strict=True))
+        for suffix, piece in pieces.items():
+            if e == 0:
+                kind = dtype if piece.is_floating_point() else piece.dtype
+                out[name + suffix] = torch.empty((experts, *piece.shape), dtype=kind)
+            out[name + suffix][e] = piece
+    tensors |= out
+
+
+def merge_per_expert(tensors: dict, name: str, pair, lora: tuple, settings: tuple) -> None:
+    """The change of a fused experts' parameter ``name`` merged into a checkpoint that holds
+    each expert's own linear layers (Qwen3-MoE's mlp.experts.N.gate_proj, up_proj, down_proj):
+    gate_up's rows are gate's, then up's, as transformers stacks them."""
+    _, dtype, _, base_model = settings
+    owner, _, parameter = name.rpartition(".")
+    parts = ("gate_proj", "up_proj") if parameter == "gate_up_proj" else ("down_proj",)
+    for e in range(pair[0].shape[0] // lora[1]):
+        delta = expert_delta(pair, lora, e, in_out=False)
+        for part, change in zip(parts, delta.chunk(len(parts)), strict=True):
+            key = f"{owner}.{e}.{part}.weight"
+            if key not in tensors:
+                sys.exit(
+                    f"error: the checkpoint of {base_model} has no {key}, which the adapter changes"
+                )
+            tensors[key] = merged_weight(key, tensors[key], change, dtype, base_model)
+
+
+def merge_group(tensors: dict, pairs: dict, lora: tuple, settings: tuple) -> int:
+    """The adapter merged into one group of checkpoint tensors (a decoder layer), in place:
+    linear layers, fused experts and per-expert layers. Returns the LoRA pairs merged."""
+    _, dtype, _, base_model = settings
+    fused = {n.removesuffix("_blocks") for n in tensors if n.endswith(FUSED_EXPERTS_BLOCKS)}
+    fused |= {n for n in tensors if n.endswith(FUSED_EXPERTS) and tensors[n].dim() == 3}
+    merged = 0
+    for name in sorted(fused):
+        merge_fused_experts(tensors, name, pairs.get(name), lora, settings)
+        merged += name in pairs
+    for name, pair in pairs.items():
+        if name in fused:
+            continue
+        if name.endswith(FUSED_EXPERTS):
+            merge_per_expert(tensors, name, pair, lora, settings)
+        else:
+            tensors[name] = merged_weight(
+                name, tensors[name], linear_delta(*pair, lora[0]), dtype, base_model
+            )
+        merged += 1
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            tensors[name] = tensor.to(dtype)
+    return merged
+
+
+def held_as(files: dict, name: str) -> str | None:
+    """The checkpoint's tensor that holds the model parameter ``name``: itself, its MXFP4
+    blocks, or (fused experts) the first expert's linear layer; None if there is none."""
+    owner, _, parameter = name.rpartition(".")
+    per_expert = "gate_proj" if parameter == "gate_up_proj" else "down_proj"
+    names = (name, name + "_blocks", f"{owner}.0.{per_expert}.weight")
+    return next((n for n in names if n in files), None)
 
 
 def layer_groups(files: dict) -> list[list[str]]:
@@ -2205,14 +2480,14 @@ def layer_groups(files: dict) -> list[list[str]]:
     return list(groups.values())
 
 
-def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
-    """output_dir/merged: ``base_model`` in ``dtype_name`` with the adapter merged into its
-    weights, with the tokenizer and chat template, for from_pretrained and vLLM. The 16-bit
-    checkpoint is read a layer at a time (never the 4-bit weights trained on), written into
-    STAGING and renamed into place. Tensors that are not floating point (experts a checkpoint
-    ships quantized, such as MXFP4) are copied as they are, and config.json's
-    quantization_config with them. Under torchrun the main process merges, once the others have
-    left."""
+def merge_adapter(output_dir: Path, base_model: str, dtype_name: str, fmt: str = "dtype") -> None:
+    """output_dir/merged: ``base_model`` with the adapter merged into its weights, with the
+    tokenizer and chat template, for from_pretrained and vLLM. Every weight is in
+    ``dtype_name``, but a checkpoint's MXFP4 experts that the adapter does not change (copied as
+    they are, quantization_config with them) and, with ``fmt`` "mxfp4", gpt-oss's experts,
+    written in MXFP4 as its checkpoint ships them. The 16-bit (or MXFP4) checkpoint is read a
+    layer at a time (never the 4-bit weights trained on), written into STAGING and renamed into
+    place. Under torchrun the main process merges, once the others have left."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
 
@@ -2220,36 +2495,44 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
-    pairs, scaling = lora_pairs(output_dir)
+    pairs, scaling, rank = lora_pairs(output_dir)
     files = checkpoint_files(base_model)
     source = next(iter(files.values())).parent
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     quantization = (config.get("quantization_config") or {}).get("quant_method")
     if quantization not in (None, "mxfp4"):
         sys.exit(f"error: --merge needs a 16-bit base_model, and {base_model} is in {quantization}")
-    unknown = sorted(set(pairs) - set(files))
+    in_out = EXPERTS_IN_OUT.get(config.get("model_type"))
+    if fmt == "mxfp4" and in_out is not True:
+        sys.exit(
+            f"error: --merge-format mxfp4 is gpt-oss's format, and {base_model} is not gpt-oss"
+        )
+    unknown = sorted(name for name in pairs if held_as(files, name) is None)
     if unknown:
         sys.exit(
             f"error: the adapter in {output_dir} adapts {unknown[0]}, which the checkpoint of "
             f"{base_model} does not hold: it was trained on another base_model"
         )
+    experts = [name for name in pairs if name.endswith(FUSED_EXPERTS)]
+    if experts and in_out is None:
+        sys.exit(f"error: --merge knows the experts of gpt-oss and Qwen3-MoE, not {base_model}'s")
+    # MXFP4 experts the adapter leaves as they are stay in MXFP4 (exact, and as small)
+    mxfp4 = fmt == "mxfp4" or (quantization == "mxfp4" and not experts)
     staged = output_dir / STAGING / "merged"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
     groups = layer_groups(files)
+    group_of = {name: i for i, names in enumerate(groups) for name in names}
+    at = {name: group_of[held_as(files, name)] for name in pairs}
     print_main(f"merging the adapter into {base_model}'s checkpoint, one layer at a time")
-    dtype, written, weight_map = getattr(torch, dtype_name), 0, {}
-    for i, names in enumerate(groups, 1):
-        file = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+    dtype, written, weight_map, merged = getattr(torch, dtype_name), 0, {}, 0
+    settings = (in_out, dtype, mxfp4, base_model)
+    for i, names in enumerate(groups):
+        file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
         tensors = read_checkpoint(names, files)
-        for name, tensor in tensors.items():
-            if name in pairs:
-                tensors[name] = merged_weight(
-                    name, tensor, *pairs[name], scaling, dtype, base_model
-                )
-            elif tensor.is_floating_point():
-                tensors[name] = tensor.to(dtype)
-            written += tensors[name].nbytes
+        mine = {name: pair for name, pair in pairs.items() if at[name] == i}
+        merged += merge_group(tensors, mine, (scaling, rank), settings)
+        written += sum(tensor.nbytes for tensor in tensors.values())
         save_file(tensors, staged / file, metadata={"format": "pt"})
         weight_map |= dict.fromkeys(tensors, file)
         del tensors
@@ -2258,6 +2541,10 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     config["dtype"] = dtype_name  # transformers 5's key; older configs name it torch_dtype
     if "torch_dtype" in config:
         config["torch_dtype"] = dtype_name
+    if mxfp4:
+        config["quantization_config"] = config.get("quantization_config") or GPT_OSS_MXFP4
+    else:
+        config.pop("quantization_config", None)
     (staged / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     if (source / "generation_config.json").is_file():
         shutil.copyfile(source / "generation_config.json", staged / "generation_config.json")
@@ -2265,9 +2552,14 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str) -> None:
     promote(staged, output_dir / "merged")
     shutil.rmtree(output_dir / STAGING)
     peak = peak_host_gib()
-    what = f", the experts kept in {quantization}" if quantization else ""
+    if mxfp4:
+        what = ", the experts " + (
+            "in MXFP4" if experts or quantization is None else "kept in mxfp4"
+        )
+    else:
+        what = ""
     print_main(
-        f"merged {len(pairs)} LoRA pairs into {base_model} in {dtype_name}{what}: "
+        f"merged {merged} LoRA pairs into {base_model} in {dtype_name}{what}: "
         f"{output_dir / 'merged'}, {written / 2**30:.2f} GiB; peak host memory {peak:.1f} GiB"
     )
 
@@ -2289,9 +2581,13 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
 
 
-def start(doc: str, data: str, output_dir: str, max_steps: int) -> argparse.Namespace:
+def start(
+    doc: str, data: str, output_dir: str, max_steps: int, mxfp4: bool = False
+) -> argparse.Namespace:
     """The script's command line; ``doc``, the script's docstring, is its --help, and the other
-    arguments are the defaults of --data, --output-dir and --max-steps. Known harmless warnings
+    arguments are the defaults of --data, --output-dir and --max-steps, and whether --merge can
+    write the experts in MXFP4 (gpt-oss). args.merge is None, or the merge's format
+    (MERGE_FORMATS). Known harmless warnings
     are silenced, SIGTERM and Ctrl-C end the script at once (exit_on_signals) until training
     starts, and a missing library stops it in one line."""
     quiet_known_warnings()
@@ -2315,7 +2611,19 @@ def start(doc: str, data: str, output_dir: str, max_steps: int) -> argparse.Name
         help="then write output_dir/merged: the base model with the adapter merged in (alone on "
         "a finished run: only that)",
     )
+    if mxfp4:
+        parser.add_argument(
+            "--merge-format",
+            choices=MERGE_FORMATS,
+            default="dtype",
+            help="--merge's experts: in DTYPE (exact; the default), or in MXFP4 as gpt-oss ships "
+            "them (a quarter of the size, with MXFP4's rounding)",
+        )
     args = parser.parse_args()
+    merge_format = getattr(args, "merge_format", "dtype")
+    if merge_format != "dtype" and not args.merge:
+        parser.error(f"--merge-format {merge_format} goes with --merge")
+    args.merge = merge_format if args.merge else None
     if args.sample < 0:
         parser.error(f"--sample {args.sample}: N must be 0 (no samples) or more")
     note_untested_versions()

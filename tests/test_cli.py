@@ -349,7 +349,7 @@ def test_explain_shows_the_detection(tmp_path, cli, model, family, fmt, template
 def test_explain_says_whether_the_experts_are_adapted_and_what_it_costs(project, cli):
     """Issue 31, 4: the trainable weights and the plan's memory of LoRA on the experts."""
     from mhgen.pipeline import compile_config
-    from mhgen.vram import SHAPES, lora_weight_count
+    from mhgen.vram import SHAPES, lora_weight_count, merged_bytes
 
     path = project / "etc" / "training-gpt-oss-20b.json"
     config, values = json.loads(path.read_text()), compile_config(path).plan.values
@@ -365,11 +365,23 @@ def test_explain_says_whether_the_experts_are_adapted_and_what_it_costs(project,
         f'experts: not adapted; adding "gate_up" and "down" to lora_target_modules adapts them: '
         f"{extra / 1e6:.0f}M more LoRA weights, "
     )
-    assert line.endswith(" GiB more in mhgen plan, and an adapter --merge refuses")
+    # adapted experts change, so the merge writes them whole: in 16 bits, or MXFP4 again
+    adapted = {**values, "lora_target_modules": [*attention, "gate_up", "down"]}
+    sixteen, mxfp4 = (
+        merged_bytes(adapted, shape) / 2**30,
+        merged_bytes(adapted, shape, "mxfp4") / 2**30,
+    )
+    assert sixteen > 2.5 * mxfp4 and mxfp4 < 16
+    assert line.endswith(
+        f" GiB more in mhgen plan, and --merge then writes {sixteen:.1f} GiB (the experts in "
+        f"bfloat16), {mxfp4:.1f} GiB with --merge-format mxfp4"
+    )
     write_config(project, {**config, "lora_target_modules": "all-linear"}, "all.json")
     code, out, _ = cli("explain", "all.json")
     line = next(x for x in out.splitlines() if x.startswith("experts: "))
     assert code == 0 and line.startswith("experts: adapted (gate_up, down): ")
-    assert "--merge refuses such an adapter" in line
+    assert line.endswith(
+        f"; --merge writes {sixteen:.1f} GiB (the experts in bfloat16), {mxfp4:.1f} GiB with --merge-format mxfp4"
+    )
     code, out, _ = cli("explain", "etc/training-qwen3-8b.json")
     assert code == 0 and "experts:" not in out  # a dense model has none

@@ -4,7 +4,7 @@ End to end on CPU with tiny models: the merged model, loaded by transformers alo
 logits of the base model with the adapter loaded by PEFT (the independent oracle); a 4-bit run
 merges into the 16-bit checkpoint, never into NF4 weights; gpt-oss's MXFP4 experts are copied as
 they are; --merge alone on a finished run merges without training; the cases it cannot merge
-stop in one line.
+stop in one line. Adapters of a mixture-of-experts model's experts: test_merge_experts.py.
 """
 
 from __future__ import annotations
@@ -255,20 +255,6 @@ def test_gpt_oss_s_mxfp4_experts_are_copied_as_they_are(tmp_path, capsys):
     torch.testing.assert_close(logits(reloaded, ids()), expected, rtol=1e-5, atol=1e-5)
     plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     assert (logits(plain, ids()) - expected).abs().max() > 1e-3
-
-
-def test_lora_on_the_experts_is_refused_in_one_line(tmp_path):
-    config = {
-        "base_model": "Qwen/Qwen3-Coder-30B-A3B-Instruct", "chat_template": "auto", "system_prompt": "",
-        "lora_target_modules": ["q_proj", "v_proj", "gate_up", "down"], "lora_dropout": 0.0,
-    }  # fmt: skip
-    compiled = compile_config(write_config(tmp_path, config))
-    script = tmp_path / compiled.plan.script_name
-    script.write_text(compiled.text)
-    proc = run(script, "--merge")  # refused before anything loads: the model is never needed
-    assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: --merge "), proc.stderr
-    assert 'without "gate_up" and "down" in lora_target_modules' in proc.stderr
 
 
 def test_merge_and_sample_together_on_a_finished_run_do_both(trained):

@@ -9,7 +9,7 @@ from . import families
 from .compare import FORMATS, applies
 from .load import load_bytes
 from .pipeline import Compiled, compile_source
-from .resolve import ORIGIN_WORDS
+from .resolve import ORIGIN_WORDS, Plan
 from .validate import validate
 
 EXAMPLE = [
@@ -82,7 +82,7 @@ def formats_text() -> str:
 
 def experts_line(plan) -> list[str]:
     """For a mixture-of-experts model: whether LoRA adapts its experts, and what adapting them
-    (or not) changes: LoRA weights, the plan's peak GPU memory, --merge."""
+    (or not) changes: LoRA weights, the plan's peak GPU memory, the merged model's size."""
     from . import vram
 
     values = plan.values
@@ -101,15 +101,26 @@ def experts_line(plan) -> list[str]:
     weights = vram.lora_weight_count(adapted, shape) - vram.lora_weight_count(other, shape)
     memory = vram.estimate(adapted, shape)["total"] - vram.estimate(other, shape)["total"]
     cost = f"{weights / 1e6:.0f}M more LoRA weights, {memory / 2**30:.1f} GiB more in mhgen plan"
+    merged = merged_sizes(plan, adapted, shape)
     if plan.experts_lora:
-        return [
-            f"experts: adapted ({', '.join(plan.expert_lora_projections) or 'gate_up, down'}): "
-            f"{cost}; --merge refuses such an adapter (serve it unmerged with PEFT)"
-        ]
+        projections = ", ".join(plan.expert_lora_projections) or "gate_up, down"
+        return [f"experts: adapted ({projections}): {cost}; --merge writes {merged}"]
     return [
         f'experts: not adapted; adding "gate_up" and "down" to lora_target_modules adapts them: '
-        f"{cost}, and an adapter --merge refuses"
+        f"{cost}, and --merge then writes {merged}"
     ]
+
+
+def merged_sizes(plan: Plan, values: dict, shape) -> str:
+    """The merged model's size in words, per --merge-format the script offers."""
+    from . import vram
+
+    dtype = values["dtype"]
+    size = f"{vram.merged_bytes(values, shape) / 2**30:.1f} GiB (the experts in {dtype})"
+    if plan.family.model_type == "gpt_oss":
+        mxfp4 = vram.merged_bytes(values, shape, "mxfp4") / 2**30
+        size += f", {mxfp4:.1f} GiB with --merge-format mxfp4"
+    return size
 
 
 def explain_text(compiled: Compiled) -> str:

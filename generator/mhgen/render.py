@@ -259,12 +259,13 @@ def usage(plan: Plan) -> str:
     else:
         where = "one GPU, or with torchrun on 4 (DDP)"
     torchrun = f"torchrun --nproc-per-node {processes if processes > 1 else 4} {script}"
-    merge = "" if plan.experts_lora else " and --merge (the base model with the adapter merged in)"
-    alone = "both also run" if merge else "it also runs"
+    merge = "--merge (the base model with the adapter merged in"
+    if plan.family.model_type == "gpt_oss":
+        merge += "; --merge-format mxfp4 writes the experts in MXFP4, as gpt-oss ships them"
     flags = (
         "Either takes --resume (continue from the last checkpoint), --dry-run (check the data and "
         "the training text, loading no model), --sample 4 (the adapter's replies to 4 held-out "
-        f"prompts){merge}; {alone} alone on a finished run."
+        f"prompts) and {merge}); both also run alone on a finished run."
     )
     return f"Train on {where}:\n    python {script}\n    {torchrun}\n{docwrap(flags, indent=0)}"
 

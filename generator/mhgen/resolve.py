@@ -78,6 +78,7 @@ class Plan:
     checkpoint_bytes: int | None = None
     adapter_bytes: int | None = None
     merged_bytes: int | None = None
+    merged_mxfp4_bytes: int | None = None  # gpt-oss with --merge-format mxfp4, if it differs
 
     @property
     def family(self) -> families.Family:
@@ -237,6 +238,9 @@ def resolve(source: Source) -> Plan:
         peak = round(vram.estimate(values, shape)["total"] / vram.GIB, 1)
         figures = {"peak_gib": peak, "checkpoint_bytes": checkpoint, "adapter_bytes": adapter}
         figures["merged_bytes"] = vram.merged_bytes(values, shape)
+        mxfp4 = vram.merged_bytes(values, shape, "mxfp4")
+        if family.model_type == "gpt_oss" and mxfp4 != figures["merged_bytes"]:
+            figures["merged_mxfp4_bytes"] = mxfp4  # --merge-format mxfp4 writes less
     return Plan(
         **figures,
         mhgen_version=__version__,

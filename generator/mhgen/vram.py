@@ -43,6 +43,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .families import adapts_experts
+
 GIB = 2**30
 GPU_SIZES_GB = (16, 24, 40, 48, 80, 141)
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -229,13 +231,28 @@ def disk_bytes(values: dict, shape: Shape) -> tuple[int, int]:
     return int(weights * (4 + optimizer)) + DISK_MARGIN, int(weights * 4) + DISK_MARGIN
 
 
-def merged_bytes(values: dict, shape: Shape) -> int:
-    """Bytes of the merged model the script's --merge writes, with DISK_MARGIN: every weight in
-    the config's dtype, but the experts of an MXFP4 checkpoint, which stay in MXFP4."""
+def merged_bytes(values: dict, shape: Shape, fmt: str = "dtype") -> int:
+    """Bytes of the merged model the script's --merge writes in ``fmt`` (--merge-format), with
+    DISK_MARGIN: every weight in the config's dtype, but experts in MXFP4 with "mxfp4", and an
+    MXFP4 checkpoint's experts when the adapter leaves them as they are (copied)."""
     linear, experts, other = _weight_counts(shape)
     size = 4 if values["dtype"] == "float32" else 2
-    expert_size = MXFP4_BYTES if shape.checkpoint_expert_bytes == MXFP4_BYTES else size
+    adapted = values["load_in_4bit"] and adapts_experts(values["lora_target_modules"])
+    kept = shape.checkpoint_expert_bytes == MXFP4_BYTES and not adapted
+    expert_size = MXFP4_BYTES if fmt == "mxfp4" or kept else size
     return int((linear + other) * size + experts * expert_size) + DISK_MARGIN
+
+
+def merge_line(values: dict, shape: Shape) -> str:
+    """What the script's --merge writes: the merged model's size in each format it offers."""
+    size, dtype = merged_bytes(values, shape), values["dtype"]
+    mxfp4 = merged_bytes(values, shape, "mxfp4")
+    line = f"  --merge writes {size / GIB:.1f} GiB (every weight in {dtype}"
+    if shape.checkpoint_expert_bytes != MXFP4_BYTES:
+        return line + ")"
+    if size == mxfp4:
+        return line + ", but the experts, kept in MXFP4 as the checkpoint holds them)"
+    return line + f"); --merge-format mxfp4: {mxfp4 / GIB:.1f} GiB (the experts in MXFP4)"
 
 
 def host_memory(shape: Shape) -> dict:
@@ -327,6 +344,7 @@ def report(
             f"GiB, beside the process's own {host['process'] / GIB:.1f}); the whole model in 16 "
             f"bits would be {everything * 2 / GIB:.0f} GiB."
         )
+    lines.append(merge_line(values, shape))
     smallest = next((size for size in GPU_SIZES_GB if parts["total"] <= size * 1e9), None)
     lines.append(
         f"  smallest GPU of {'/'.join(map(str, GPU_SIZES_GB))} GB that fits it: "

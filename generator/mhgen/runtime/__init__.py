@@ -20,6 +20,7 @@ CORE = (
     "output_folder",
     "training",
     "samples",
+    "mxfp4",
     "merge",
     "stages",
 )

@@ -27,7 +27,7 @@ def mxfp4_matrices(shape, trailing: int):
 def mxfp4_encode_rows(rows):
     """(n, k) float32 rows, k a multiple of 32 -> (codes packed two a byte (n, k/32, 16) uint8,
     E8M0 scales (n, k/32) uint8), one scale per 32 consecutive values of a row. Raises
-    ValueError on inf or NaN."""
+    ValueError if a value is inf or NaN."""
     import torch
 
     n, k = rows.shape

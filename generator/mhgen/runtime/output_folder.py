@@ -225,11 +225,12 @@ def finished_run(output_dir: Path, config_sha256: str) -> bool:
     return previous.get("config_sha256") == config_sha256 and previous.get("finished") is True
 
 
-def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge: bool) -> None:
+def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge) -> None:
     """Stop before anything loads if output_dir's disk cannot hold what the run writes: to
     train, the ``keep`` checkpoints it keeps, one more while it is written, and the adapter; to
-    merge, the merged model. ``disk_bytes``: their sizes ("checkpoint", "adapter", "merged"),
-    None where mhgen knows no shape for the model (then nothing is checked)."""
+    merge (``merge``: its format, or None), the merged model. ``disk_bytes``: their sizes
+    ("checkpoint", "adapter", "merged", and "merged_mxfp4" where it differs), None where mhgen
+    knows no shape for the model (then nothing is checked)."""
     if disk_bytes is None:
         return
     writes = {}
@@ -238,7 +239,8 @@ def check_disk(output_dir: Path, disk_bytes: dict, keep: int, train: bool, merge
         what = f"{keep} + 1 checkpoints of {size} and the adapter"
         writes[what] = (keep + 1) * disk_bytes["checkpoint"] + disk_bytes["adapter"]
     if merge:
-        writes[f"the merged model of {disk_bytes['merged'] / 2**30:.2f} GiB"] = disk_bytes["merged"]
+        size = disk_bytes.get(f"merged_{merge}", disk_bytes["merged"])
+        writes[f"the merged model of {size / 2**30:.2f} GiB"] = size
     needed = sum(writes.values())
     folder = output_dir.resolve()
     while not folder.exists():

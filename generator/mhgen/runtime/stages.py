@@ -20,6 +20,7 @@ from .data import (
     split_eval,
     tokenized,
 )
+from .merge import MERGE_FORMATS
 from .model_files import load_tokenizer, note_untested_versions, print_main, require
 from .output_folder import remove_replaced_run, save_adapter, set_aside_replaced_run, write_record
 from .sources import ChatFormat, DataSource
@@ -46,9 +47,13 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
 
 
-def start(doc: str, data: str, output_dir: str, max_steps: int) -> argparse.Namespace:
+def start(
+    doc: str, data: str, output_dir: str, max_steps: int, mxfp4: bool = False
+) -> argparse.Namespace:
     """The script's command line; ``doc``, the script's docstring, is its --help, and the other
-    arguments are the defaults of --data, --output-dir and --max-steps. Known harmless warnings
+    arguments are the defaults of --data, --output-dir and --max-steps, and whether --merge can
+    write the experts in MXFP4 (gpt-oss). args.merge is None, or the merge's format
+    (MERGE_FORMATS). Known harmless warnings
     are silenced, SIGTERM and Ctrl-C end the script at once (exit_on_signals) until training
     starts, and a missing library stops it in one line."""
     quiet_known_warnings()
@@ -72,7 +77,19 @@ def start(doc: str, data: str, output_dir: str, max_steps: int) -> argparse.Name
         help="then write output_dir/merged: the base model with the adapter merged in (alone on "
         "a finished run: only that)",
     )
+    if mxfp4:
+        parser.add_argument(
+            "--merge-format",
+            choices=MERGE_FORMATS,
+            default="dtype",
+            help="--merge's experts: in DTYPE (exact; the default), or in MXFP4 as gpt-oss ships "
+            "them (a quarter of the size, with MXFP4's rounding)",
+        )
     args = parser.parse_args()
+    merge_format = getattr(args, "merge_format", "dtype")
+    if merge_format != "dtype" and not args.merge:
+        parser.error(f"--merge-format {merge_format} goes with --merge")
+    args.merge = merge_format if args.merge else None
     if args.sample < 0:
         parser.error(f"--sample {args.sample}: N must be 0 (no samples) or more")
     note_untested_versions()
