@@ -16,7 +16,7 @@
 # d08db5a7be8d997e85b87014f8286dc9839971fb7cb000982dd4eb7001f33838) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 42a573a9bdf271a70af91a409ee20a1076374f5a8cf11a1f53cd59914d2670ce
+# mhgen-body-sha256: 2b204349aacf4bdca4221e46ddb41601a79646aad3a94f7141ad7cd76fcf7946
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -497,7 +497,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 607e999eaac4f13b3e2096301d5bca5281c28345a3ac22ab79a08b8a1f952362
+# runtime sha256: ceb2628268e305e95f5e5068e0aa934aebe8c14ed91ce461d3aa4e52db8541ba
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2713,8 +2713,9 @@ def start(
             "--merge-format",
             choices=MERGE_FORMATS,
             default="dtype",
-            help="--merge's experts: in DTYPE (exact; the default), or in MXFP4 as gpt-oss ships "
-            "them (a quarter of the size, with MXFP4's rounding)",
+            help="--merge's adapted experts: in DTYPE (exact; the default), or in MXFP4 as "
+            "gpt-oss ships them (a third of the size, but MXFP4's rounding is larger than a "
+            "typical adapter's change and undoes most of it)",
         )
     args = parser.parse_args()
     merge_format = getattr(args, "merge_format", "dtype")

@@ -16,7 +16,7 @@
 # c433359357bbf0ff6867e05082cbf668a653cc46236f0dcec1819374eca3ed0b) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: ca3b0cab66eb75c5009a2d991417907f26621138de7cb1d9b25dd4e078c35c64
+# mhgen-body-sha256: 79018cd4348ebb334c0617878a25158f50eeb7204bf4871a6042950c917ef9f0
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -400,7 +400,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 607e999eaac4f13b3e2096301d5bca5281c28345a3ac22ab79a08b8a1f952362
+# runtime sha256: ceb2628268e305e95f5e5068e0aa934aebe8c14ed91ce461d3aa4e52db8541ba
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2616,8 +2616,9 @@ def start(
             "--merge-format",
             choices=MERGE_FORMATS,
             default="dtype",
-            help="--merge's experts: in DTYPE (exact; the default), or in MXFP4 as gpt-oss ships "
-            "them (a quarter of the size, with MXFP4's rounding)",
+            help="--merge's adapted experts: in DTYPE (exact; the default), or in MXFP4 as "
+            "gpt-oss ships them (a third of the size, but MXFP4's rounding is larger than a "
+            "typical adapter's change and undoes most of it)",
         )
     args = parser.parse_args()
     merge_format = getattr(args, "merge_format", "dtype")

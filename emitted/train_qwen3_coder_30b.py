@@ -16,7 +16,7 @@
 # 53cdaa69619197184310c68dba32e07967db51c42c2f5b686321a4cf8f290185) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 0723ef165b305d2fc43ed66dcf87be57da7cfd93d658cad56070da69bb2dec48
+# mhgen-body-sha256: 2cea2e169a60b36f8885ca37a71d8378771361093a32e47d6e89c5b3dc4726d3
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -419,7 +419,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 607e999eaac4f13b3e2096301d5bca5281c28345a3ac22ab79a08b8a1f952362
+# runtime sha256: ceb2628268e305e95f5e5068e0aa934aebe8c14ed91ce461d3aa4e52db8541ba
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2635,8 +2635,9 @@ def start(
             "--merge-format",
             choices=MERGE_FORMATS,
             default="dtype",
-            help="--merge's experts: in DTYPE (exact; the default), or in MXFP4 as gpt-oss ships "
-            "them (a quarter of the size, with MXFP4's rounding)",
+            help="--merge's adapted experts: in DTYPE (exact; the default), or in MXFP4 as "
+            "gpt-oss ships them (a third of the size, but MXFP4's rounding is larger than a "
+            "typical adapter's change and undoes most of it)",
         )
     args = parser.parse_args()
     merge_format = getattr(args, "merge_format", "dtype")

@@ -82,8 +82,9 @@ def start(
             "--merge-format",
             choices=MERGE_FORMATS,
             default="dtype",
-            help="--merge's experts: in DTYPE (exact; the default), or in MXFP4 as gpt-oss ships "
-            "them (a quarter of the size, with MXFP4's rounding)",
+            help="--merge's adapted experts: in DTYPE (exact; the default), or in MXFP4 as "
+            "gpt-oss ships them (a third of the size, but MXFP4's rounding is larger than a "
+            "typical adapter's change and undoes most of it)",
         )
     args = parser.parse_args()
     merge_format = getattr(args, "merge_format", "dtype")
