@@ -16,7 +16,7 @@
 # d08db5a7be8d997e85b87014f8286dc9839971fb7cb000982dd4eb7001f33838) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 2b204349aacf4bdca4221e46ddb41601a79646aad3a94f7141ad7cd76fcf7946
+# mhgen-body-sha256: f921f60e91d574f4e668e6ee19d4526f2e1c7728914bf2eea039e484169c5ab6
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -497,7 +497,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: ceb2628268e305e95f5e5068e0aa934aebe8c14ed91ce461d3aa4e52db8541ba
+# runtime sha256: e4b80e2147d2925b2bcbb312ad259368652036e611f1896773c5d70ba726a64d
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2531,16 +2531,14 @@ def merge_per_expert(tensors: dict, name: str, pair, lora: tuple, settings: tupl
             tensors[key] = merged_weight(key, tensors[key], change, dtype, base_model)
 
 
-def merge_group(tensors: dict, pairs: dict, lora: tuple, settings: tuple) -> int:
+def merge_group(tensors: dict, pairs: dict, lora: tuple, settings: tuple) -> None:
     """The adapter merged into one group of checkpoint tensors (a decoder layer), in place:
-    linear layers, fused experts and per-expert layers. Returns the LoRA pairs merged."""
+    linear layers, fused experts and per-expert layers."""
     _, dtype, _, base_model = settings
     fused = {n.removesuffix("_blocks") for n in tensors if n.endswith(FUSED_EXPERTS_BLOCKS)}
     fused |= {n for n in tensors if n.endswith(FUSED_EXPERTS) and tensors[n].dim() == 3}
-    merged = 0
     for name in sorted(fused):
         merge_fused_experts(tensors, name, pairs.get(name), lora, settings)
-        merged += name in pairs
     for name, pair in pairs.items():
         if name in fused:
             continue
@@ -2550,11 +2548,9 @@ def merge_group(tensors: dict, pairs: dict, lora: tuple, settings: tuple) -> int
             tensors[name] = merged_weight(
                 name, tensors[name], linear_delta(*pair, lora[0]), dtype, base_model
             )
-        merged += 1
     for name, tensor in tensors.items():
         if tensor.is_floating_point():
             tensors[name] = tensor.to(dtype)
-    return merged
 
 
 def held_as(files: dict, name: str) -> str | None:
@@ -2622,13 +2618,13 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str, fmt: str =
     group_of = {name: i for i, names in enumerate(groups) for name in names}
     at = {name: group_of[held_as(files, name)] for name in pairs}
     print_main(f"merging the adapter into {base_model}'s checkpoint, one layer at a time")
-    dtype, written, weight_map, merged = getattr(torch, dtype_name), 0, {}, 0
+    dtype, written, weight_map = getattr(torch, dtype_name), 0, {}
     settings = (in_out, dtype, mxfp4, base_model)
     for i, names in enumerate(groups):
         file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
         tensors = read_checkpoint(names, files)
         mine = {name: pair for name, pair in pairs.items() if at[name] == i}
-        merged += merge_group(tensors, mine, (scaling, rank), settings)
+        merge_group(tensors, mine, (scaling, rank), settings)
         written += sum(tensor.nbytes for tensor in tensors.values())
         save_file(tensors, staged / file, metadata={"format": "pt"})
         weight_map |= dict.fromkeys(tensors, file)
@@ -2656,7 +2652,7 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str, fmt: str =
     else:
         what = ""
     print_main(
-        f"merged {merged} LoRA pairs into {base_model} in {dtype_name}{what}: "
+        f"merged {len(pairs)} LoRA pairs into {base_model} in {dtype_name}{what}: "
         f"{output_dir / 'merged'}, {written / 2**30:.2f} GiB; peak host memory {peak:.1f} GiB"
     )
 

@@ -16,7 +16,7 @@
 # 53cdaa69619197184310c68dba32e07967db51c42c2f5b686321a4cf8f290185) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 2cea2e169a60b36f8885ca37a71d8378771361093a32e47d6e89c5b3dc4726d3
+# mhgen-body-sha256: 2398192e4de2e11e5e99ed1b875d282adfd7df1ffcaa506f0e3f8d9cd02d93c5
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -419,7 +419,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: ceb2628268e305e95f5e5068e0aa934aebe8c14ed91ce461d3aa4e52db8541ba
+# runtime sha256: e4b80e2147d2925b2bcbb312ad259368652036e611f1896773c5d70ba726a64d
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -2453,16 +2453,14 @@ def merge_per_expert(tensors: dict, name: str, pair, lora: tuple, settings: tupl
             tensors[key] = merged_weight(key, tensors[key], change, dtype, base_model)
 
 
-def merge_group(tensors: dict, pairs: dict, lora: tuple, settings: tuple) -> int:
+def merge_group(tensors: dict, pairs: dict, lora: tuple, settings: tuple) -> None:
     """The adapter merged into one group of checkpoint tensors (a decoder layer), in place:
-    linear layers, fused experts and per-expert layers. Returns the LoRA pairs merged."""
+    linear layers, fused experts and per-expert layers."""
     _, dtype, _, base_model = settings
     fused = {n.removesuffix("_blocks") for n in tensors if n.endswith(FUSED_EXPERTS_BLOCKS)}
     fused |= {n for n in tensors if n.endswith(FUSED_EXPERTS) and tensors[n].dim() == 3}
-    merged = 0
     for name in sorted(fused):
         merge_fused_experts(tensors, name, pairs.get(name), lora, settings)
-        merged += name in pairs
     for name, pair in pairs.items():
         if name in fused:
             continue
@@ -2472,11 +2470,9 @@ def merge_group(tensors: dict, pairs: dict, lora: tuple, settings: tuple) -> int
             tensors[name] = merged_weight(
                 name, tensors[name], linear_delta(*pair, lora[0]), dtype, base_model
             )
-        merged += 1
     for name, tensor in tensors.items():
         if tensor.is_floating_point():
             tensors[name] = tensor.to(dtype)
-    return merged
 
 
 def held_as(files: dict, name: str) -> str | None:
@@ -2544,13 +2540,13 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str, fmt: str =
     group_of = {name: i for i, names in enumerate(groups) for name in names}
     at = {name: group_of[held_as(files, name)] for name in pairs}
     print_main(f"merging the adapter into {base_model}'s checkpoint, one layer at a time")
-    dtype, written, weight_map, merged = getattr(torch, dtype_name), 0, {}, 0
+    dtype, written, weight_map = getattr(torch, dtype_name), 0, {}
     settings = (in_out, dtype, mxfp4, base_model)
     for i, names in enumerate(groups):
         file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
         tensors = read_checkpoint(names, files)
         mine = {name: pair for name, pair in pairs.items() if at[name] == i}
-        merged += merge_group(tensors, mine, (scaling, rank), settings)
+        merge_group(tensors, mine, (scaling, rank), settings)
         written += sum(tensor.nbytes for tensor in tensors.values())
         save_file(tensors, staged / file, metadata={"format": "pt"})
         weight_map |= dict.fromkeys(tensors, file)
@@ -2578,7 +2574,7 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str, fmt: str =
     else:
         what = ""
     print_main(
-        f"merged {merged} LoRA pairs into {base_model} in {dtype_name}{what}: "
+        f"merged {len(pairs)} LoRA pairs into {base_model} in {dtype_name}{what}: "
         f"{output_dir / 'merged'}, {written / 2**30:.2f} GiB; peak host memory {peak:.1f} GiB"
     )
 
