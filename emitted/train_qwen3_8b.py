@@ -16,7 +16,7 @@
 # c433359357bbf0ff6867e05082cbf668a653cc46236f0dcec1819374eca3ed0b) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 9f678c830328d9ae630ffa6735bd6486bde120e19b5013ab81d1f9bd4741e837
+# mhgen-body-sha256: c17d972c5727a6ee073be56f3e142a51b836051234986666cea8ce617cda6fa8
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -400,7 +400,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: e4b80e2147d2925b2bcbb312ad259368652036e611f1896773c5d70ba726a64d
+# runtime sha256: 5b914bc564a9add2fb0cd7b95e47dc87a7c0d1526811de2262a3a5afb1ea2cbc
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -421,8 +421,26 @@ ROW_SHAPES = {
 SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
 
 
+# a preference pair's shapes (method dpo), in the same words: TRL's with an explicit prompt or
+# with the prompt implicit (chosen and rejected whole conversations, as trl-lib's
+# ultrafeedback_binarized), and the Hub's question/chosen/rejected and instruction/chosen_response
+PAIR_SHAPES = (
+    "prompt + chosen + rejected",
+    "chosen + rejected",
+    "question + chosen + rejected",
+    "instruction + chosen_response + rejected_response",
+)
+
+
 def row_shape(row: dict) -> str:
-    """Which shape a row has, by its keys (ROW_SHAPES' words)."""
+    """Which shape a row has, by its keys (ROW_SHAPES' or PAIR_SHAPES' words)."""
+    if "chosen" in row and "rejected" in row:
+        for key in ("prompt", "question"):
+            if key in row:
+                return f"{key} + chosen + rejected"
+        return "chosen + rejected"
+    if "instruction" in row and "chosen_response" in row and "rejected_response" in row:
+        return PAIR_SHAPES[3]
     if "messages" in row:
         return "messages"
     if "prompt" in row and "completion" in row:
@@ -443,6 +461,11 @@ def row_messages(row: dict, dataset_format: str) -> list[dict]:
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, found {type(row).__name__}")
     shape = row_shape(row) if dataset_format == "auto" else ROW_SHAPES[dataset_format]
+    if shape in PAIR_SHAPES:
+        raise DataError(
+            f'a preference pair ({shape}): SFT trains on conversations; set "method": "dpo" '
+            "in the config to train on pairs"
+        )
     if shape == "messages":
         if "messages" not in row:
             raise DataError("missing key 'messages' (dataset_format is 'messages')")
@@ -672,12 +695,21 @@ HUB_ID = r"[\w.-]+/[\w.-]+"  # a Hub dataset's owner/name
 class DataSource(NamedTuple):
     """Where a run's rows come from and how one becomes a conversation: a file, folder or Hub
     dataset id, its split and subset (for what datasets reads), and the recipe's to_conversation
-    (a row as {"messages", "tools"}, raising DataError or KeyError for a malformed one)."""
+    (a row as {"messages", "tools"}, raising DataError or KeyError for a malformed one). With
+    ``pairs`` (method dpo) a row is a preference pair: {"messages": the chosen conversation,
+    "tools", "rejected": the rejected one}."""
 
     path: Path
     split: str
     subset: str | None
     to_conversation: Callable[[dict], dict]
+    pairs: bool = False
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """The prefixes of an example's token columns: "" (input_ids, labels), and "rejected_"
+        for a pair's rejected conversation."""
+        return ("", "rejected_") if self.pairs else ("",)
 
     def other(self, path: str | None, split: str):
         """The same kind of source at ``path`` (its ``split``), None where path is None."""
@@ -694,10 +726,27 @@ class ChatFormat(NamedTuple):
     generation_prompt: str
     end_tokens: tuple[str, ...]
 
+    def texts(self, conversation: dict, tokenizer=None) -> list[str]:
+        """The training text of a conversation (of each of a pair's two), or with ``tokenizer``
+        its text by the tokenizer's own chat template."""
+        tools = conversation["tools"]
+        return [
+            self.format_conversation(messages, tools)
+            if tokenizer is None
+            else self.official_render(tokenizer, messages, tools)
+            for messages in sides_of(conversation)
+        ]
+
     def reply_prompt(self, conversation: dict) -> str:
         """The text the model continues to write the conversation's last reply."""
         text = self.format_conversation(conversation["messages"][:-1], conversation["tools"])
         return text + self.generation_prompt
+
+
+def sides_of(conversation: dict) -> list[list[dict]]:
+    """The messages of a conversation, or of each of a preference pair's two (chosen first)."""
+    rejected = conversation.get("rejected")
+    return [conversation["messages"]] + ([rejected] if rejected is not None else [])
 
 
 @functools.cache
@@ -760,6 +809,7 @@ def load_table(source: DataSource):
 
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
+LABELED = ("input_ids", "labels")  # an example's token columns (a pair's: twice, see sides)
 
 
 def parse_row(
@@ -990,19 +1040,26 @@ def tokenize_rows(
     in_table: bool,
     tokenize,
     max_length: int,
+    sides: tuple[str, ...] = ("",),
 ) -> dict:
     """datasets.map over a batch of checked lines: each example's token ids and labels (by
-    ``tokenize``) cut to ``max_length``, its length before the cut, whether any trained token is
+    ``tokenize``; a pair's: one sequence per prefix of ``sides``) cut to ``max_length``, its
+    length before the cut (a pair's longer one), whether every sequence has a trained token
     left, and its row (the line's index in the file: --sample finds the held-out rows by it)."""
-    out = {"input_ids": [], "labels": [], "length": [], "kept": [], "row": indices}
+    out = {f"{side}{key}": [] for side in sides for key in ("input_ids", "labels")}
+    out |= {"length": [], "kept": [], "row": indices}
     for index, raw in zip(indices, lines, strict=True):
         conversation, _ = parse_row(index, raw, name, to_conversation, in_table)
-        example = tokenize(**conversation) if conversation else {"input_ids": [], "labels": []}
-        out["length"].append(len(example["input_ids"]))  # 0: a blank line
-        labels = example["labels"][:max_length]
-        out["input_ids"].append(example["input_ids"][:max_length])
-        out["labels"].append(labels)
-        out["kept"].append(any(label != IGNORE_INDEX for label in labels))
+        example = tokenize(**conversation) if conversation else {}
+        lengths, kept = [], True
+        for side in sides:
+            ids, labels = example.get(side + "input_ids", []), example.get(side + "labels", [])
+            lengths.append(len(ids))  # 0: a blank line
+            out[side + "input_ids"].append(ids[:max_length])
+            out[side + "labels"].append(labels[:max_length])
+            kept = kept and any(label != IGNORE_INDEX for label in labels[:max_length])
+        out["length"].append(max(lengths))
+        out["kept"].append(kept)
     return out
 
 
@@ -1040,11 +1097,12 @@ def code_of(function, seen=None) -> str:
 
 
 def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: bool = True):
-    """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row),
-    made in parallel once: ``tokenize`` (a conversation's tokens and labels) cut to
-    ``max_length``. A later run on the same data with the same tokenizer and code takes them from
-    ``cache``, the folder named by all that decides them (``kept`` False: a cache deleted after
-    this run, which is then not named). Returns it and the length profile."""
+    """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row; a
+    pair's rejected_input_ids and rejected_labels too), made in parallel once: ``tokenize`` (a
+    conversation's tokens and labels) cut to ``max_length``; returned with the length profile.
+    A later run on the same data with the same tokenizer and code takes them from ``cache``, in
+    the folder named by all that decides them (``kept`` False: this run deletes it when it ends,
+    so its name is not printed)."""
     from datasets import Features, List, Value, load_from_disk
 
     key = cache_key(
@@ -1066,6 +1124,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     in_table = not is_lines_file(source.path)
+    sequences = {f"{side}{key}": List(Value("int32")) for side in source.sides for key in LABELED}
     rows = lines.map(
         tokenize_rows,
         batched=True,
@@ -1074,13 +1133,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
         remove_columns=["line"],
         num_proc=workers,
         features=Features(
-            {
-                "input_ids": List(Value("int32")),
-                "labels": List(Value("int32")),
-                "length": Value("int32"),
-                "kept": Value("bool"),
-                "row": Value("int64"),
-            }
+            {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
             "name": name,
@@ -1088,6 +1141,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
             "in_table": in_table,
             "tokenize": tokenize,
             "max_length": max_length,
+            "sides": source.sides,
         },
         desc=f"tokenizing {name} ({workers} processes)",
     )
@@ -1164,15 +1218,17 @@ def check_chat_template(
         print_main("note: the tokenizer has no chat template of its own; nothing to compare with")
         return
     for number, conversation in enumerate(conversations[:3], start=1):
-        ours = chat.format_conversation(**conversation)
-        theirs = chat.official_render(tokenizer, **conversation)
-        if ours == theirs:
+        texts = zip(chat.texts(conversation), chat.texts(conversation, tokenizer), strict=True)
+        differing = [(side, *pair) for side, pair in enumerate(texts) if pair[0] != pair[1]]
+        if not differing:
             continue
+        side, ours, theirs = differing[0]  # side 1: a pair's rejected conversation
         pairs = zip(ours, theirs, strict=False)  # strict=False: the shorter text may end first
         at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(ours), len(theirs)))
+        which = f"example {number}" + (" (rejected)" if side else "")
         report = (
-            f"example {number}: the training text differs from the tokenizer's chat template at "
-            f"character {at}:\n  this script: {ours[max(0, at - 40) : at + 40]!r}\n"
+            f"{which}: the training text differs from the tokenizer's chat "
+            f"template at character {at}:\n  this script: {ours[max(0, at - 40) : at + 40]!r}\n"
             f"  template:    {theirs[max(0, at - 40) : at + 40]!r}"
         )
         if template_check == "error":
@@ -1181,8 +1237,9 @@ def check_chat_template(
             )
         print_main(f"warning: {report}")
         return
+    kind = "pairs" if "rejected" in conversations[0] else "examples"
     print_main(
-        f"chat template check: {min(3, len(conversations))} examples match the tokenizer's own"
+        f"chat template check: {min(3, len(conversations))} {kind} match the tokenizer's own"
     )
 
 
@@ -1874,11 +1931,12 @@ EXTENDED = {"_get_train_sampler": ["train_dataset"], "_get_output_dir": ["trial"
 EXTENDED["_save_checkpoint"] = ["model", "trial"]
 
 
-def check_extended(trainer) -> None:
-    """Stop in one line where the installed Trainer no longer has a method the script extends."""
+def check_extended(trainer, extended: dict = EXTENDED) -> None:
+    """Stop in one line where the installed Trainer no longer has a method the script extends
+    (``extended``: their names and parameters)."""
     import transformers
 
-    for name, parameters in EXTENDED.items():
+    for name, parameters in extended.items():
         method = getattr(trainer, name, None)
         if method is None or list(inspect.signature(method).parameters)[1:] != parameters:
             sys.exit(
@@ -1888,17 +1946,19 @@ def check_extended(trainer) -> None:
             )
 
 
-def trainer_class(length_grouped: bool, stop_on_nan: bool):
-    """SFTTrainer with what a long run on a rented GPU needs: checkpoints that are whole or not
-    there at all, a stop at the first loss or gradient that is not finite (``stop_on_nan``), and
-    the shape of the batch an out-of-memory error hit. ``length_grouped``: the training order is
-    LengthGroupedSampler's (else the Trainer's own, by train_sampling_strategy)."""
+def trainer_class(length_grouped: bool, stop_on_nan: bool, base=None):
+    """SFTTrainer (or ``base``, another TRL trainer) with what a long run on a rented GPU needs:
+    checkpoints that are whole or not there at all, a stop at the first loss or gradient that is
+    not finite (``stop_on_nan``), and the shape of the batch an out-of-memory error hit.
+    ``length_grouped``: the training order is LengthGroupedSampler's (else the Trainer's own, by
+    train_sampling_strategy)."""
 
     import torch
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    check_extended(SFTTrainer)
+    base = SFTTrainer if base is None else base
+    check_extended(base)
 
     class StopOnNotFinite(TrainerCallback):
         """Before each optimizer step, on every process at once: stop at a loss or a gradient
@@ -1927,7 +1987,7 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
                 what = "the loss" if bad.item() == 2 else "the gradient norm"
                 raise NotFinite(f"{what} is not finite at step {state.global_step + 1}")
 
-    class Trainer(SFTTrainer):
+    class Trainer(base):
         batch_shape = None  # of the micro-batch being trained, for the out-of-memory message
         staging = False
         loss_finite = None  # the losses of the step being trained: all finite (a tensor)
@@ -2575,6 +2635,9 @@ def quiet_known_warnings() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     # TRL reads model.is_gradient_checkpointing, which transformers 5 deprecates
     warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+    # TRL's DPO turns checkpointing off for the reference forward by the old names
+    old_names = "`gradient_checkpointing_(en|dis)able` is deprecated"
+    warnings.filterwarnings("ignore", old_names, FutureWarning)
 
 
 def start(
@@ -2672,11 +2735,18 @@ def dry_run(
         cache = Path(folder)
         tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
         (conversation,) = first_conversations(data, 1)
-        print("--- first example, as the model sees it:")
-        print(chat.format_conversation(**conversation))
-        labels = tokenize(tokenizer, **conversation)["labels"]
-        print("--- the tokens it is trained to generate (the rest is context):")
-        print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
+        example = tokenize(tokenizer, **conversation)
+        for side, text in zip(data.sides, chat.texts(conversation), strict=True):
+            labels = example[side + "labels"]
+            trained = [token for token in labels if token != IGNORE_INDEX]
+            what, counts = "first example", ""
+            if data.pairs:  # a pair: each conversation, and how many tokens carry its loss
+                what = "first pair's " + ("rejected" if side else "chosen") + " conversation"
+                counts = f" ({len(labels)} tokens, {len(trained)} trained)"
+            print(f"--- {what}, as the model sees it{counts}:")
+            print(text)
+            print("--- the tokens it is trained to generate (the rest is context):")
+            print(repr(tokenizer.decode(trained)))
         tokens = functools.partial(tokenize, tokenizer)
         _, profile = tokenized(data, tokens, cache, max_length, kept=False)
         print("--- " + describe(profile))
@@ -2743,9 +2813,11 @@ def train(
         trainer.args.gradient_accumulation_steps,
     )
     world = trainer.args.world_size
+    dpo = getattr(trainer.args, "beta", None) is not None  # TRL's DPOConfig
+    unit = "pairs (a chosen and a rejected sequence each)" if dpo else "sequences"
     print_main(
         f"effective batch: {per_device} per device x {accumulation} accumulation steps x "
-        f"{world} processes = {per_device * accumulation * world} sequences per optimizer step"
+        f"{world} processes = {per_device * accumulation * world} {unit} per optimizer step"
     )
     if trainer.is_world_process_zero():
         if overwrite:

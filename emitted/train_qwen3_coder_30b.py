@@ -16,7 +16,7 @@
 # 53cdaa69619197184310c68dba32e07967db51c42c2f5b686321a4cf8f290185) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 2398192e4de2e11e5e99ed1b875d282adfd7df1ffcaa506f0e3f8d9cd02d93c5
+# mhgen-body-sha256: 6b7336a5589b0523bb8a8e34fdbedfca6931552c71d340bd9e06d059840dbefd
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -419,7 +419,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: e4b80e2147d2925b2bcbb312ad259368652036e611f1896773c5d70ba726a64d
+# runtime sha256: 5b914bc564a9add2fb0cd7b95e47dc87a7c0d1526811de2262a3a5afb1ea2cbc
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -440,8 +440,26 @@ ROW_SHAPES = {
 SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
 
 
+# a preference pair's shapes (method dpo), in the same words: TRL's with an explicit prompt or
+# with the prompt implicit (chosen and rejected whole conversations, as trl-lib's
+# ultrafeedback_binarized), and the Hub's question/chosen/rejected and instruction/chosen_response
+PAIR_SHAPES = (
+    "prompt + chosen + rejected",
+    "chosen + rejected",
+    "question + chosen + rejected",
+    "instruction + chosen_response + rejected_response",
+)
+
+
 def row_shape(row: dict) -> str:
-    """Which shape a row has, by its keys (ROW_SHAPES' words)."""
+    """Which shape a row has, by its keys (ROW_SHAPES' or PAIR_SHAPES' words)."""
+    if "chosen" in row and "rejected" in row:
+        for key in ("prompt", "question"):
+            if key in row:
+                return f"{key} + chosen + rejected"
+        return "chosen + rejected"
+    if "instruction" in row and "chosen_response" in row and "rejected_response" in row:
+        return PAIR_SHAPES[3]
     if "messages" in row:
         return "messages"
     if "prompt" in row and "completion" in row:
@@ -462,6 +480,11 @@ def row_messages(row: dict, dataset_format: str) -> list[dict]:
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, found {type(row).__name__}")
     shape = row_shape(row) if dataset_format == "auto" else ROW_SHAPES[dataset_format]
+    if shape in PAIR_SHAPES:
+        raise DataError(
+            f'a preference pair ({shape}): SFT trains on conversations; set "method": "dpo" '
+            "in the config to train on pairs"
+        )
     if shape == "messages":
         if "messages" not in row:
             raise DataError("missing key 'messages' (dataset_format is 'messages')")
@@ -691,12 +714,21 @@ HUB_ID = r"[\w.-]+/[\w.-]+"  # a Hub dataset's owner/name
 class DataSource(NamedTuple):
     """Where a run's rows come from and how one becomes a conversation: a file, folder or Hub
     dataset id, its split and subset (for what datasets reads), and the recipe's to_conversation
-    (a row as {"messages", "tools"}, raising DataError or KeyError for a malformed one)."""
+    (a row as {"messages", "tools"}, raising DataError or KeyError for a malformed one). With
+    ``pairs`` (method dpo) a row is a preference pair: {"messages": the chosen conversation,
+    "tools", "rejected": the rejected one}."""
 
     path: Path
     split: str
     subset: str | None
     to_conversation: Callable[[dict], dict]
+    pairs: bool = False
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """The prefixes of an example's token columns: "" (input_ids, labels), and "rejected_"
+        for a pair's rejected conversation."""
+        return ("", "rejected_") if self.pairs else ("",)
 
     def other(self, path: str | None, split: str):
         """The same kind of source at ``path`` (its ``split``), None where path is None."""
@@ -713,10 +745,27 @@ class ChatFormat(NamedTuple):
     generation_prompt: str
     end_tokens: tuple[str, ...]
 
+    def texts(self, conversation: dict, tokenizer=None) -> list[str]:
+        """The training text of a conversation (of each of a pair's two), or with ``tokenizer``
+        its text by the tokenizer's own chat template."""
+        tools = conversation["tools"]
+        return [
+            self.format_conversation(messages, tools)
+            if tokenizer is None
+            else self.official_render(tokenizer, messages, tools)
+            for messages in sides_of(conversation)
+        ]
+
     def reply_prompt(self, conversation: dict) -> str:
         """The text the model continues to write the conversation's last reply."""
         text = self.format_conversation(conversation["messages"][:-1], conversation["tools"])
         return text + self.generation_prompt
+
+
+def sides_of(conversation: dict) -> list[list[dict]]:
+    """The messages of a conversation, or of each of a preference pair's two (chosen first)."""
+    rejected = conversation.get("rejected")
+    return [conversation["messages"]] + ([rejected] if rejected is not None else [])
 
 
 @functools.cache
@@ -779,6 +828,7 @@ def load_table(source: DataSource):
 
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
+LABELED = ("input_ids", "labels")  # an example's token columns (a pair's: twice, see sides)
 
 
 def parse_row(
@@ -1009,19 +1059,26 @@ def tokenize_rows(
     in_table: bool,
     tokenize,
     max_length: int,
+    sides: tuple[str, ...] = ("",),
 ) -> dict:
     """datasets.map over a batch of checked lines: each example's token ids and labels (by
-    ``tokenize``) cut to ``max_length``, its length before the cut, whether any trained token is
+    ``tokenize``; a pair's: one sequence per prefix of ``sides``) cut to ``max_length``, its
+    length before the cut (a pair's longer one), whether every sequence has a trained token
     left, and its row (the line's index in the file: --sample finds the held-out rows by it)."""
-    out = {"input_ids": [], "labels": [], "length": [], "kept": [], "row": indices}
+    out = {f"{side}{key}": [] for side in sides for key in ("input_ids", "labels")}
+    out |= {"length": [], "kept": [], "row": indices}
     for index, raw in zip(indices, lines, strict=True):
         conversation, _ = parse_row(index, raw, name, to_conversation, in_table)
-        example = tokenize(**conversation) if conversation else {"input_ids": [], "labels": []}
-        out["length"].append(len(example["input_ids"]))  # 0: a blank line
-        labels = example["labels"][:max_length]
-        out["input_ids"].append(example["input_ids"][:max_length])
-        out["labels"].append(labels)
-        out["kept"].append(any(label != IGNORE_INDEX for label in labels))
+        example = tokenize(**conversation) if conversation else {}
+        lengths, kept = [], True
+        for side in sides:
+            ids, labels = example.get(side + "input_ids", []), example.get(side + "labels", [])
+            lengths.append(len(ids))  # 0: a blank line
+            out[side + "input_ids"].append(ids[:max_length])
+            out[side + "labels"].append(labels[:max_length])
+            kept = kept and any(label != IGNORE_INDEX for label in labels[:max_length])
+        out["length"].append(max(lengths))
+        out["kept"].append(kept)
     return out
 
 
@@ -1059,11 +1116,12 @@ def code_of(function, seen=None) -> str:
 
 
 def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: bool = True):
-    """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row),
-    made in parallel once: ``tokenize`` (a conversation's tokens and labels) cut to
-    ``max_length``. A later run on the same data with the same tokenizer and code takes them from
-    ``cache``, the folder named by all that decides them (``kept`` False: a cache deleted after
-    this run, which is then not named). Returns it and the length profile."""
+    """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row; a
+    pair's rejected_input_ids and rejected_labels too), made in parallel once: ``tokenize`` (a
+    conversation's tokens and labels) cut to ``max_length``; returned with the length profile.
+    A later run on the same data with the same tokenizer and code takes them from ``cache``, in
+    the folder named by all that decides them (``kept`` False: this run deletes it when it ends,
+    so its name is not printed)."""
     from datasets import Features, List, Value, load_from_disk
 
     key = cache_key(
@@ -1085,6 +1143,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     in_table = not is_lines_file(source.path)
+    sequences = {f"{side}{key}": List(Value("int32")) for side in source.sides for key in LABELED}
     rows = lines.map(
         tokenize_rows,
         batched=True,
@@ -1093,13 +1152,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
         remove_columns=["line"],
         num_proc=workers,
         features=Features(
-            {
-                "input_ids": List(Value("int32")),
-                "labels": List(Value("int32")),
-                "length": Value("int32"),
-                "kept": Value("bool"),
-                "row": Value("int64"),
-            }
+            {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
             "name": name,
@@ -1107,6 +1160,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
             "in_table": in_table,
             "tokenize": tokenize,
             "max_length": max_length,
+            "sides": source.sides,
         },
         desc=f"tokenizing {name} ({workers} processes)",
     )
@@ -1183,15 +1237,17 @@ def check_chat_template(
         print_main("note: the tokenizer has no chat template of its own; nothing to compare with")
         return
     for number, conversation in enumerate(conversations[:3], start=1):
-        ours = chat.format_conversation(**conversation)
-        theirs = chat.official_render(tokenizer, **conversation)
-        if ours == theirs:
+        texts = zip(chat.texts(conversation), chat.texts(conversation, tokenizer), strict=True)
+        differing = [(side, *pair) for side, pair in enumerate(texts) if pair[0] != pair[1]]
+        if not differing:
             continue
+        side, ours, theirs = differing[0]  # side 1: a pair's rejected conversation
         pairs = zip(ours, theirs, strict=False)  # strict=False: the shorter text may end first
         at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(ours), len(theirs)))
+        which = f"example {number}" + (" (rejected)" if side else "")
         report = (
-            f"example {number}: the training text differs from the tokenizer's chat template at "
-            f"character {at}:\n  this script: {ours[max(0, at - 40) : at + 40]!r}\n"
+            f"{which}: the training text differs from the tokenizer's chat "
+            f"template at character {at}:\n  this script: {ours[max(0, at - 40) : at + 40]!r}\n"
             f"  template:    {theirs[max(0, at - 40) : at + 40]!r}"
         )
         if template_check == "error":
@@ -1200,8 +1256,9 @@ def check_chat_template(
             )
         print_main(f"warning: {report}")
         return
+    kind = "pairs" if "rejected" in conversations[0] else "examples"
     print_main(
-        f"chat template check: {min(3, len(conversations))} examples match the tokenizer's own"
+        f"chat template check: {min(3, len(conversations))} {kind} match the tokenizer's own"
     )
 
 
@@ -1893,11 +1950,12 @@ EXTENDED = {"_get_train_sampler": ["train_dataset"], "_get_output_dir": ["trial"
 EXTENDED["_save_checkpoint"] = ["model", "trial"]
 
 
-def check_extended(trainer) -> None:
-    """Stop in one line where the installed Trainer no longer has a method the script extends."""
+def check_extended(trainer, extended: dict = EXTENDED) -> None:
+    """Stop in one line where the installed Trainer no longer has a method the script extends
+    (``extended``: their names and parameters)."""
     import transformers
 
-    for name, parameters in EXTENDED.items():
+    for name, parameters in extended.items():
         method = getattr(trainer, name, None)
         if method is None or list(inspect.signature(method).parameters)[1:] != parameters:
             sys.exit(
@@ -1907,17 +1965,19 @@ def check_extended(trainer) -> None:
             )
 
 
-def trainer_class(length_grouped: bool, stop_on_nan: bool):
-    """SFTTrainer with what a long run on a rented GPU needs: checkpoints that are whole or not
-    there at all, a stop at the first loss or gradient that is not finite (``stop_on_nan``), and
-    the shape of the batch an out-of-memory error hit. ``length_grouped``: the training order is
-    LengthGroupedSampler's (else the Trainer's own, by train_sampling_strategy)."""
+def trainer_class(length_grouped: bool, stop_on_nan: bool, base=None):
+    """SFTTrainer (or ``base``, another TRL trainer) with what a long run on a rented GPU needs:
+    checkpoints that are whole or not there at all, a stop at the first loss or gradient that is
+    not finite (``stop_on_nan``), and the shape of the batch an out-of-memory error hit.
+    ``length_grouped``: the training order is LengthGroupedSampler's (else the Trainer's own, by
+    train_sampling_strategy)."""
 
     import torch
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    check_extended(SFTTrainer)
+    base = SFTTrainer if base is None else base
+    check_extended(base)
 
     class StopOnNotFinite(TrainerCallback):
         """Before each optimizer step, on every process at once: stop at a loss or a gradient
@@ -1946,7 +2006,7 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
                 what = "the loss" if bad.item() == 2 else "the gradient norm"
                 raise NotFinite(f"{what} is not finite at step {state.global_step + 1}")
 
-    class Trainer(SFTTrainer):
+    class Trainer(base):
         batch_shape = None  # of the micro-batch being trained, for the out-of-memory message
         staging = False
         loss_finite = None  # the losses of the step being trained: all finite (a tensor)
@@ -2594,6 +2654,9 @@ def quiet_known_warnings() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     # TRL reads model.is_gradient_checkpointing, which transformers 5 deprecates
     warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+    # TRL's DPO turns checkpointing off for the reference forward by the old names
+    old_names = "`gradient_checkpointing_(en|dis)able` is deprecated"
+    warnings.filterwarnings("ignore", old_names, FutureWarning)
 
 
 def start(
@@ -2691,11 +2754,18 @@ def dry_run(
         cache = Path(folder)
         tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
         (conversation,) = first_conversations(data, 1)
-        print("--- first example, as the model sees it:")
-        print(chat.format_conversation(**conversation))
-        labels = tokenize(tokenizer, **conversation)["labels"]
-        print("--- the tokens it is trained to generate (the rest is context):")
-        print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
+        example = tokenize(tokenizer, **conversation)
+        for side, text in zip(data.sides, chat.texts(conversation), strict=True):
+            labels = example[side + "labels"]
+            trained = [token for token in labels if token != IGNORE_INDEX]
+            what, counts = "first example", ""
+            if data.pairs:  # a pair: each conversation, and how many tokens carry its loss
+                what = "first pair's " + ("rejected" if side else "chosen") + " conversation"
+                counts = f" ({len(labels)} tokens, {len(trained)} trained)"
+            print(f"--- {what}, as the model sees it{counts}:")
+            print(text)
+            print("--- the tokens it is trained to generate (the rest is context):")
+            print(repr(tokenizer.decode(trained)))
         tokens = functools.partial(tokenize, tokenizer)
         _, profile = tokenized(data, tokens, cache, max_length, kept=False)
         print("--- " + describe(profile))
@@ -2762,9 +2832,11 @@ def train(
         trainer.args.gradient_accumulation_steps,
     )
     world = trainer.args.world_size
+    dpo = getattr(trainer.args, "beta", None) is not None  # TRL's DPOConfig
+    unit = "pairs (a chosen and a rejected sequence each)" if dpo else "sequences"
     print_main(
         f"effective batch: {per_device} per device x {accumulation} accumulation steps x "
-        f"{world} processes = {per_device * accumulation * world} sequences per optimizer step"
+        f"{world} processes = {per_device * accumulation * world} {unit} per optimizer step"
     )
     if trainer.is_world_process_zero():
         if overwrite:
@@ -2825,7 +2897,7 @@ def load_seeded(load, seed: int, out_of_memory):
 
 
 # ==== mhgen runtime 0.5.0, 4-bit experts: the same in every mixture-of-experts script ====
-# runtime sha256: 359a0f716ad89dbbf0ef5e3ac379f383ed34a29e23b38fd035be40e9e9e0de10
+# runtime sha256: 0c5567a3681ae30d36464701d316b9a45020a8dd7c224fae9b02ae63ab7795de
 
 
 # ---- 4-bit weights for a mixture-of-experts model (gpt-oss, Qwen3-MoE)
@@ -3008,6 +3080,7 @@ def experts_nf4_class():
                     self.biased.add(name)
             self.num_experts = weight.shape[0]
             self.lora = torch.nn.ModuleDict()  # add_lora fills it
+            self.peft_layer = ()  # a PEFT LoRA layer whose switch this LoRA follows (add_lora)
 
         def dequantize(self, name: str):
             """The projection's stack in the compute dtype, in the checkpoint's layout."""
@@ -3024,7 +3097,7 @@ def experts_nf4_class():
             y = DequantizedMatmul.apply(x, self, name, offsets)
             if name in self.biased:
                 y = y + getattr(self, name + "_bias")[expert_of_row]
-            if name in self.lora:
+            if name in self.lora and not any(p.disable_adapters for p in self.peft_layer):
                 y = y + self.lora_delta(x, name, offsets)
             return y
 
@@ -3042,10 +3115,13 @@ def experts_nf4_class():
             rows[order] = y  # back to (token, choice) order; the sum is deterministic
             return rows.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
 
-        def add_lora(self, names, rank: int, alpha: float) -> None:
+        def add_lora(self, names, rank: int, alpha: float, peft_layer) -> None:
             """LoRA on projections ``names`` in PEFT's layout for fused experts: lora_A is
-            (rank * experts x in), lora_B (out x rank * experts) and zero at the start."""
+            (rank * experts x in), lora_B (out x rank * experts) and zero at the start. It is
+            off while ``peft_layer``'s adapters are (PEFT's disable_adapter(): the base model,
+            as DPO's reference forward runs it)."""
             self.rank, self.scaling = rank, alpha / rank
+            self.peft_layer = () if peft_layer is None else (peft_layer,)
             for name in names:
                 experts, *out_in = self.shapes[name]
                 d_in, d_out = out_in if self.in_out else reversed(out_in)
@@ -3076,9 +3152,12 @@ def add_expert_lora(model, projections: list[str], rank: int, alpha: float) -> N
     """LoRA on the NF4 experts' ``projections`` (gate_up, down) of a PEFT model, saved with the
     adapter as PEFT saves LoRA on transformers' fused experts, so that the adapter loads onto
     transformers' own model."""
+    # any of PEFT's LoRA layers (the config adapts one or more linear layers besides): PEFT
+    # turns them all on and off together
+    peft_layer = next((m for m in model.modules() if getattr(m, "lora_A", None)), None)
     for module in model.modules():
         if isinstance(module, experts_nf4_class()):
-            module.add_lora(projections, rank, alpha)
+            module.add_lora(projections, rank, alpha, peft_layer)
     parameters = [f"mlp.experts.{p}_proj" for p in projections]
     model.peft_config["default"].target_parameters = parameters
     model.save_pretrained = functools.partial(save_with_expert_lora, model, model.save_pretrained)

@@ -40,7 +40,8 @@ def tiny_model_and_data(root: Path) -> tuple[Path, Path]:
 
 
 def script_for(directory: Path, model: Path, data: Path, **settings) -> Path:
-    """The emitted script of a small float32 LoRA config, written into ``directory``."""
+    """The emitted script of a small float32 LoRA config, written into ``directory`` (a setting
+    given as None is left out of it)."""
     config = {
         "base_model": str(model), "chat_template": "auto", "system_prompt": "", "dataset_path": str(data),
         "output_dir": "out", "max_seq_length": 128, "lora_rank": 4, "lora_alpha": 8,
@@ -48,6 +49,7 @@ def script_for(directory: Path, model: Path, data: Path, **settings) -> Path:
         "gradient_accumulation_steps": 2, "logging_steps": 10, "save_steps": 1000, "max_steps": STEPS,
         "load_in_4bit": False, "dtype": "float32", "report_to": "none", **settings,
     }  # fmt: skip
+    config = {key: value for key, value in config.items() if value is not None}
     directory.mkdir(parents=True, exist_ok=True)
     compiled = compile_config(write_config(directory, config))
     path = directory / compiled.plan.script_name

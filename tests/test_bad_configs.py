@@ -354,6 +354,58 @@ CASES = [
         ],
     ),
     (
+        "dpo_setting_under_sft.json",
+        doc(',\n  "dpo_beta": 0.2,\n  "init_adapter": "outputs/sft"'),
+        [
+            '{f}:5:3: $.dpo_beta: a DPO setting, and the method is sft: set "method": "dpo" or '
+            "remove it",
+            '{f}:6:3: $.init_adapter: a DPO setting, and the method is sft: set "method": "dpo" '
+            "or remove it",
+        ],
+    ),
+    (
+        "dpo_weights.json",
+        doc(
+            ',\n  "method": "dpo",\n  "learning_rate": 5e-6,\n  "dpo_loss_type": ["sigmoid", '
+            '"sft"],\n  "dpo_loss_weights": [1.0]'
+        ),
+        ["{f}:8:3: $.dpo_loss_weights: 1 weights for 2 loss types: one weight per dpo_loss_type"],
+    ),
+    (
+        "dpo_exo.json",
+        doc(',\n  "method": "dpo",\n  "learning_rate": 5e-6,\n  "dpo_loss_type": "exo_pair"'),
+        [
+            "{f}:7:3: $.dpo_loss_type: exo_pair needs dpo_label_smoothing above 0 (its paper uses "
+            "0.001)"
+        ],
+    ),
+    (
+        "dpo_init_adapter_lora.json",
+        doc(
+            ',\n  "method": "dpo",\n  "learning_rate": 5e-6,\n  "init_adapter": "out/sft",\n'
+            '  "lora_rank": 8'
+        ),
+        ["{f}:8:3: $.lora_rank: init_adapter's adapter_config.json decides it: remove it"],
+    ),
+    (
+        "dpo_padding_free.json",
+        doc(',\n  "method": "dpo",\n  "learning_rate": 5e-6,\n  "batching": "padding_free"'),
+        ['{f}:7:3: $.batching: TRL\'s DPO pads its batches: use "group_by_length" or "padded"'],
+    ),
+    (
+        "dpo_format.json",
+        doc(
+            ',\n  "method": "dpo",\n  "learning_rate": 5e-6,\n  "dataset_format": "sharegpt",\n'
+            '  "assistant_only_loss": false'
+        ),
+        [
+            "{f}:7:3: $.dataset_format: method dpo reads each preference pair by its keys: "
+            "remove it",
+            "{f}:8:3: $.assistant_only_loss: DPO compares the replies' log-probabilities only: "
+            "remove it",
+        ],
+    ),
+    (
         "yes.yaml",
         YAML_HEAD + "load_in_4bit: yes\n",
         ['{f}:4:1: $.load_in_4bit: "yes" is not of type boolean'],

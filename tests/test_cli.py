@@ -59,7 +59,7 @@ def test_scripts_are_named_after_their_configs_not_their_models(project, cli):
     assert "from the config my_model (canonical sha256 " in header
     assert "for the model Qwen/Qwen3-8B, whose family, qwen3, comes from its name." in header
     assert cli("compile", *map(str, sorted((project / "etc").glob("training-*.json"))))[0] == 0
-    assert cli("check")[:2] == (0, "mhgen check: 4 scripts in emitted/ match etc/\n")
+    assert cli("check")[:2] == (0, "mhgen check: 5 scripts in emitted/ match etc/\n")
 
 
 def test_an_edited_active_config_gets_a_script_of_its_own(project, cli):
@@ -70,11 +70,11 @@ def test_an_edited_active_config_gets_a_script_of_its_own(project, cli):
     assert (code, out) == (0, "emitted/train_training.py\n")
     assert err.startswith("mhgen: note: etc/training.json matches no training-*.json beside it")
     assert cli("compile", *map(str, sorted((project / "etc").glob("training-*.json"))))[0] == 0
-    assert cli("check")[:2] == (0, "mhgen check: 4 scripts in emitted/ match etc/\n")
+    assert cli("check")[:2] == (0, "mhgen check: 5 scripts in emitted/ match etc/\n")
     # discarding the edit takes its script along, so that check stays green
     code, out, _ = cli("use", "qwen3-8b", "--force")
     assert code == 0 and "removed emitted/train_training.py" in out
-    assert cli("check")[:2] == (0, "mhgen check: 3 scripts in emitted/ match etc/\n")
+    assert cli("check")[:2] == (0, "mhgen check: 4 scripts in emitted/ match etc/\n")
 
 
 def test_two_configs_with_one_name_and_different_settings_are_refused(project, cli):
@@ -247,7 +247,7 @@ def test_use_refuses_to_discard_an_unsaved_active_config(project, cli):
 def test_use_unknown_name_lists_the_choices(project, cli):
     code, _, err = cli("use", "llama-9000")
     assert code == 2
-    assert "available: gpt-oss-20b, qwen3-8b, qwen3-coder-30b" in err
+    assert "available: gpt-oss-20b, qwen3-8b, qwen3-8b-dpo, qwen3-coder-30b" in err
 
 
 def test_new_copies_a_config_and_never_overwrites(project, cli):

@@ -14,7 +14,7 @@ import pytest
 from conftest import EMITTED, ETC
 from mhgen.format import ruff_binary
 from mhgen.pipeline import compile_config
-from mhgen.runtime import CORE, EXPERTS
+from mhgen.runtime import CORE, EXPERTS, PREFERENCE
 from mhgen.write import state_of
 
 SCRIPTS = sorted(EMITTED.glob("train_*.py"))
@@ -67,7 +67,8 @@ def test_shape(script):
     assert "DO NOT EDIT" not in text
     assert state_of(text) == "sealed"
     tree = ast.parse(text)
-    assert isinstance(tree.body[0], ast.Expr) and "Fine-tune" in ast.get_docstring(tree)
+    doc = ast.get_docstring(tree)
+    assert isinstance(tree.body[0], ast.Expr) and doc.startswith(("Fine-tune", "Preference-tune"))
     names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     for name in (
         "format_conversation",
@@ -85,7 +86,7 @@ def test_shape(script):
     own = recipe(text).splitlines()
     sections = [line for line in lines if line.startswith("# --- ")]
     assert sections == [line for line in own if line.startswith("# --- ")]  # all in the recipe
-    assert [s.split(":")[0] for s in sections] == [
+    expected = [
         "# --- model",
         "# --- data",
         "# --- LoRA",
@@ -97,19 +98,27 @@ def test_shape(script):
         "# --- the trainer's settings",
         "# --- the run",
     ]
+    if doc.startswith("Preference-tune"):  # method dpo: its settings, and pairs for conversations
+        expected.insert(3, "# --- preference tuning")
+        expected[7] = "# --- preference pair -> tokens, with the loss on what each reply generates"
+    assert [s.split(":")[0] for s in sections] == expected
     # the settings the code is written for: one comment, among the memory group's constants
     first = own.index(compiled_in_lines(text)[0])
     memory = own.index("# --- memory")
     assert memory < first < own.index(next(s for s in sections if s.startswith("# --- chat")))
     assert "def main() -> None:" in own
     # then the runtime, its modules in their order, each opening with its "# ---- " header;
-    # the 4-bit experts loader after the core in the mixture-of-experts scripts
+    # the preference pairs after the core in DPO scripts, then the 4-bit experts loader in the
+    # mixture-of-experts scripts
     runtime = resources.files("mhgen.runtime")
-    names = [*CORE, *EXPERTS] if "# ---- 4-bit weights" in text else list(CORE)
+    blocks = [CORE]
+    blocks += [PREFERENCE] if doc.startswith("Preference-tune") else []
+    blocks += [EXPERTS] if "# ---- 4-bit weights" in text else []
+    names = [name for block in blocks for name in block]
     headers = [runtime.joinpath(f"{name}.py").read_text().splitlines()[0] for name in names]
     assert [line for line in lines if line.startswith("# ---- ")] == headers
     boundaries = [line for line in lines if line.startswith(BOUNDARY)]
-    assert len(boundaries) == (2 if len(names) > len(CORE) else 1)
+    assert len(boundaries) == len(blocks)
     # heavy libraries are imported only inside functions: importing the file costs nothing
     top_imports = {
         alias.name.split(".")[0]

@@ -26,6 +26,7 @@ def test_every_named_config_has_its_script():
     assert names == {
         "train_gpt_oss_20b.py",
         "train_qwen3_8b.py",
+        "train_qwen3_8b_dpo.py",
         "train_qwen3_coder_30b.py",
     }
 
@@ -45,7 +46,7 @@ def test_active_config_compiles_to_the_same_script():
 def test_check_passes_on_the_repository():
     proc = run_cli("check", cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout == "mhgen check: 3 scripts in emitted/ match etc/\n"
+    assert proc.stdout == "mhgen check: 4 scripts in emitted/ match etc/\n"
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def blocked(tmp_path: Path, *modules: str) -> dict:
 # (arguments, exit code, the one line mhgen prints on stderr)
 CLI_CASES = [
     (["new", "x", "--from", "/nonexistent.json"], 2, "mhgen: /nonexistent.json: no such config file"),
-    (["new", "x", "--from", "no-such-name"], 2, "mhgen: no etc/training-no-such-name.json; available: gpt-oss-20b, qwen3-8b, qwen3-coder-30b"),
+    (["new", "x", "--from", "no-such-name"], 2, "mhgen: no etc/training-no-such-name.json; available: gpt-oss-20b, qwen3-8b, qwen3-8b-dpo, qwen3-coder-30b"),
     (["new", "qwen3-8b", "--from", "qwen3-8b"], 1, "mhgen: etc/training-qwen3-8b.json already exists; choose another name, or edit that file"),
     (["plan", "etc/training.json", "--gpu-memory", "0"], 2, "mhgen plan: error: argument --gpu-memory: '0': a GPU's memory is a number of GB above 0"),
     (["plan", "etc/training.json", "--gpu-memory", "-5"], 2, "mhgen plan: error: argument --gpu-memory: '-5': a GPU's memory is a number of GB above 0"),

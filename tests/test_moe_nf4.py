@@ -377,3 +377,26 @@ def test_lora_on_the_experts_trains_and_loads_onto_transformers_fused_experts(
         for name in a.lora:
             for kind in ("lora_A", "lora_B"):
                 assert torch.equal(a.lora[name][kind].weight, b.lora[name][kind].weight)
+
+
+@pytest.mark.parametrize("family", IDS)
+def test_disabling_peft_s_adapters_turns_the_experts_lora_off_too(built, family):
+    """DPO's reference forward runs the model under PEFT's disable_adapter(): the experts' LoRA
+    (the script's own, not PEFT's) must be off then, so that the reference is the base model."""
+    import torch
+
+    _, script, with_experts = built[family]
+    base = script.load_model(on_gpu=False).eval()
+    model = with_experts.add_lora(with_experts.load_model(on_gpu=False)).eval()
+    for e in experts_of(model.base_model.model):
+        for pair in e.lora.values():
+            torch.nn.init.normal_(pair["lora_B"].weight, std=0.05)
+    ids = tokens()
+    with torch.no_grad():
+        adapted, expected = model(ids).logits, base(ids).logits
+        with model.disable_adapter():
+            disabled = model(ids).logits
+        again = model(ids).logits
+    assert (adapted - expected).abs().max() > 1e-3  # the experts' LoRA changes the output
+    torch.testing.assert_close(disabled, expected, rtol=0, atol=0)
+    torch.testing.assert_close(again, adapted, rtol=0, atol=0)  # and is on again after

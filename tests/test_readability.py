@@ -37,6 +37,15 @@ VARIANTS = {
         "lora_target_modules": ["q_proj", "down"],
     },
     "gpt-oss-16bit": {"base_model": "openai/gpt-oss-20b", "load_in_4bit": False},
+    "qwen3-dpo": {"method": "dpo", "learning_rate": 5e-6, "lora_dropout": 0.0},
+    "gpt-oss-dpo-sft-adapter": {
+        "base_model": "openai/gpt-oss-20b",
+        "method": "dpo",
+        "init_adapter": "outputs/gpt_oss_20b",
+        "dpo_loss_type": ["sigmoid", "sft"],
+        "dpo_loss_weights": [1.0, 0.5],
+        "precompute_ref_log_probs": True,
+    },
 }
 SHIPPED = sorted(ETC.glob("training-*.json"))
 
@@ -100,6 +109,8 @@ def test_a_choice_made_at_compile_time_is_named_as_one(tmp_path):
         recipe = parts(text)[0]
         line = recipe.split("\n# compiled in: ")[1].split("\n\n")[0].replace("\n# ", " ")
         keys = [item.split(":")[0] for item in line.split(", ")]
+        if "dpo" in name:  # a DPO script is written for its method too; SFT's need not say it
+            assert keys.pop(0) == "method", name
         assert keys == [
             "chat_template",
             "dataset_format",
@@ -125,20 +136,27 @@ def test_the_wart_finder_finds_warts():
     assert not warts("    # a sentence that ends here.\n    # Another one.\n")
 
 
-def parts(text: str) -> tuple[str, str, str]:
-    """(recipe, runtime, 4-bit experts block) of a script, each without its boundary comment;
-    "" for a block it does not have. Fails where a boundary is missing or out of place."""
+def parts(text: str) -> tuple[str, str, str, str]:
+    """(recipe, runtime, 4-bit experts block, preference pairs block) of a script, each without
+    its boundary comment; "" for a block it does not have. Fails where a boundary is missing or
+    out of place."""
     recipe, _, rest = text.partition("\n# ==== mhgen runtime ")
     assert rest, "no runtime boundary"
     core_head, _, core = rest.partition("\n")
     assert core_head.endswith("the same in every script this version writes ====")
-    core, _, experts = core.partition("\n# ==== mhgen runtime ")
-    if experts:
-        assert experts.split("\n")[0].endswith(
-            "4-bit experts: the same in every mixture-of-experts script ===="
-        )
-        experts = experts.split("\n", 1)[1]
-    return recipe, core, experts
+    core, *more = core.split("\n# ==== mhgen runtime ")
+    blocks = {}
+    for block in more:
+        head, _, body = block.partition("\n")
+        assert head.endswith(" ====")
+        blocks[head.split(", ", 1)[1].split(":")[0]] = body
+    assert list(blocks) in (
+        [],
+        ["4-bit experts"],
+        ["preference pairs"],
+        ["preference pairs", "4-bit experts"],
+    )
+    return recipe, core, blocks.get("4-bit experts", ""), blocks.get("preference pairs", "")
 
 
 def block_body(block: str) -> str:
@@ -151,7 +169,7 @@ def block_body(block: str) -> str:
 
 def test_the_recipe_comes_first_and_main_is_called_last(tmp_path):
     for name, text in texts(tmp_path):
-        recipe, core, _ = parts(text)
+        recipe, core, *_ = parts(text)
         assert "\ndef main() -> None:" in recipe, name
         assert "def main(" not in core, name
         assert text.endswith('\n\n\nif __name__ == "__main__":\n    main()\n'), name
@@ -192,14 +210,14 @@ def test_the_runtime_is_the_same_bytes_in_every_script(tmp_path):
             settings = {k: v for k, v in config.items() if k != "$schema"} | flip
             path = write_config(tmp_path, settings, f"v{number}-{k}.json")
             try:
-                _, core, moe = parts(compile_config(path).text)
+                _, core, moe, _ = parts(compile_config(path).text)
             except ConfigError:  # fsdp with 4-bit experts: refused
                 continue
             cores.add(block_body(core))
             if moe:
                 experts.add(block_body(moe))
     for _name, text in texts(tmp_path):  # every format and family, experts LoRA among them
-        _, core, moe = parts(text)
+        _, core, moe, _ = parts(text)
         cores.add(block_body(core))
         if moe:
             experts.add(block_body(moe))
@@ -208,7 +226,7 @@ def test_the_runtime_is_the_same_bytes_in_every_script(tmp_path):
 
 
 # lines above the runtime boundary, per shipped config
-RECIPE_LINES = {"qwen3-8b": 400, "qwen3-coder-30b": 450, "gpt-oss-20b": 500}
+RECIPE_LINES = {"qwen3-8b": 400, "qwen3-8b-dpo": 430, "qwen3-coder-30b": 450, "gpt-oss-20b": 500}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPE_LINES))
@@ -292,6 +310,21 @@ def test_qwen3_and_its_moe_sibling_differ_in_the_recipe_and_the_moe_block_only()
     a, b = (
         compile_config(ETC / f"training-{n}.json").text for n in ("qwen3-8b", "qwen3-coder-30b")
     )
-    (recipe_a, core_a, moe_a), (recipe_b, core_b, moe_b) = parts(a), parts(b)
+    (recipe_a, core_a, moe_a, _), (recipe_b, core_b, moe_b, _) = parts(a), parts(b)
     assert block_body(core_a) == block_body(core_b)
     assert not moe_a and moe_b and recipe_a != recipe_b
+
+
+def test_a_dpo_script_is_its_sft_sibling_with_other_data_and_trainer_parts():
+    """method dpo changes the recipe's data and trainer parts and adds the preference block;
+    the runtime is the same bytes."""
+    sft, dpo = (
+        compile_config(ETC / f"training-{n}.json").text for n in ("qwen3-8b", "qwen3-8b-dpo")
+    )
+    (recipe_a, core_a, moe_a, pairs_a), (recipe_b, core_b, moe_b, pairs_b) = parts(sft), parts(dpo)
+    assert block_body(core_a) == block_body(core_b)
+    assert not moe_a and not moe_b and not pairs_a and pairs_b
+    assert "def row_pair(" in pairs_b and "class PairCollator" in pairs_b
+    changed = changed_lines(recipe_a, recipe_b)
+    assert 20 < len(changed) < 90, len(changed)
+    assert "from trl import DPOConfig" in recipe_b and "SFTConfig" not in recipe_b

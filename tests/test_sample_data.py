@@ -15,6 +15,7 @@ from mhgen.pipeline import compile_config
 from mhgen.write import write
 
 SAMPLE = ETC / "sample-chat.jsonl"
+PAIRS = ETC / "sample-preference.jsonl"  # the DPO config's
 SHIPPED_MODELS = ("openai/gpt-oss-20b", "Qwen/Qwen3-8B", "Qwen/Qwen3-Coder-30B-A3B-Instruct")
 
 
@@ -24,14 +25,20 @@ def sample_rows() -> list[dict]:
 
 def test_every_shipped_config_and_script_reads_the_sample():
     configs = sorted(ETC.glob("training*.json"))
-    assert len(configs) == 4
+    assert len(configs) == 5
     for config in configs:
-        dataset = json.loads(config.read_text())["dataset_path"]
-        assert (ETC.parent / dataset).resolve() == SAMPLE.resolve(), config.name
+        settings = json.loads(config.read_text())
+        sample = PAIRS if settings.get("method") == "dpo" else SAMPLE
+        assert (ETC.parent / settings["dataset_path"]).resolve() == sample.resolve(), config.name
     for script in sorted(EMITTED.glob("train_*.py")):
-        assert 'DATASET_PATH = "etc/sample-chat.jsonl"' in script.read_text(), script.name
+        sample = PAIRS if script.name.endswith("_dpo.py") else SAMPLE
+        assert f'DATASET_PATH = "etc/{sample.name}"' in script.read_text(), script.name
     readme = (ETC.parent / "README.md").read_text()
     assert f"`etc/sample-chat.jsonl`: {len(sample_rows())} conversations" in readme
+    pairs = len(PAIRS.read_text(encoding="utf-8").splitlines())
+    assert (
+        f"`sample-preference.jsonl`,\n{pairs} preference pairs" in (ETC / "README.md").read_text()
+    )
 
 
 def test_the_sample_holds_the_conversations_users_train_on():
@@ -102,3 +109,30 @@ def test_the_quick_start_dry_run_reads_the_sample(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{len(sample_rows())} rows" in done.stdout + done.stderr
+
+
+def test_qwen3_writes_the_preference_sample_as_its_official_template(tmp_path):
+    """Both conversations of every pair, byte for byte (the template is Qwen3-8B's own); the
+    sample has the shapes a user's pairs have: a row's own system prompt, a several-turn prompt,
+    reasoning and tool calls."""
+    require("transformers", "tokenizers", "jinja2")
+    from official_templates import QWEN3_8B_CHAT_TEMPLATE
+
+    from mhgen import tiny
+
+    tokenizer = tiny.build_tokenizer("chatml")
+    tokenizer.chat_template = QWEN3_8B_CHAT_TEMPLATE
+    config = json.loads((ETC / "training-qwen3-8b-dpo.json").read_text())
+    script = emitted(tmp_path, "Qwen/Qwen3-8B", method="dpo", system_prompt=config["system_prompt"])
+    chat = script["ChatFormat"](script["format_conversation"], script["official_render"], "", ())
+    rows = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines()]
+    for number, row in enumerate(rows, start=1):
+        pair = script["to_conversation"](row)
+        assert chat.texts(pair) == chat.texts(pair, tokenizer), number
+        example = script["tokenize"](tokenizer, **pair)
+        assert example["labels"] != example["rejected_labels"], number
+    prompts = [row["prompt"] for row in rows]
+    assert sum(p[0]["role"] == "system" for p in prompts) >= 1
+    assert sum(sum(m["role"] == "user" for m in p) >= 2 for p in prompts) >= 1
+    assert sum("tools" in row for row in rows) >= 2
+    assert sum("thinking" in row["chosen"][0] for row in rows) >= 1

@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 
 from . import __version__
-from .runtime import CORE, EXPERTS
+from .runtime import CORE, EXPERTS, PREFERENCE
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,11 @@ def core() -> Block:
 def experts() -> Block:
     """The 4-bit experts loader the mixture-of-experts scripts add."""
     return block(EXPERTS)
+
+
+def preference() -> Block:
+    """The preference pairs and DPO trainer the method dpo scripts add."""
+    return block(PREFERENCE)
 
 
 def import_lines(imports) -> list[str]:

@@ -7,7 +7,7 @@ import difflib
 import json
 import re
 
-from . import vram
+from . import validate, vram
 from .pipeline import Compiled
 from .resolve import origin_mark
 
@@ -24,8 +24,16 @@ FORMATS = {  # each template's format, in words
 }
 
 
+METHODS = {
+    "sft": "sft: supervised fine-tuning on conversations (TRL's SFTTrainer)",
+    "dpo": "dpo: preference pairs, chosen over rejected (TRL's DPOTrainer)",
+}
+
+
 def applies(key: str, compiled: Compiled) -> bool:
     """Whether the setting ``key`` changes anything in this config's script."""
+    if key in validate.DPO_SETTINGS:
+        return compiled.plan.preference
     return key not in HARMONY_ONLY or compiled.plan.chat_format == "harmony"
 
 
@@ -46,6 +54,7 @@ def facets(compiled: Compiled) -> dict[str, str]:
         if plan.experts_4bit and shape is not None:
             memory += f", {vram.host_memory(shape)['peak'] / vram.GIB:.1f} GiB of host RAM to load"
     return {
+        "method": METHODS[values["method"]],
         "family": plan.family.name + (" (mixture of experts)" if plan.family.moe else ""),
         "chat format": FORMATS.get(plan.format_template, plan.chat_format),
         "loader": loader,

@@ -123,6 +123,21 @@ def merged_sizes(plan: Plan, values: dict, shape) -> str:
     return size
 
 
+def method_line(plan: Plan) -> str:
+    """What the run trains, and against which reference."""
+    values = plan.values
+    how = ORIGIN_WORDS.get(plan.origins["method"], "set in the config")
+    if not plan.preference:
+        return f"method: sft ({how}): supervised fine-tuning on conversations (TRL's SFTTrainer)"
+    reference = "the base model (the adapter disabled: no second copy of it)"
+    if values["init_adapter"] is not None:
+        reference = f"the adapter of {values['init_adapter']}, frozen (the run trains a copy)"
+    return (
+        f"method: dpo ({how}): preference pairs, chosen over rejected (TRL's DPOTrainer, loss "
+        f"{values['dpo_loss_type']}, beta {values['dpo_beta']}); reference: {reference}"
+    )
+
+
 def explain_text(compiled: Compiled) -> str:
     plan, values = compiled.plan, compiled.plan.values
     identity = plan.identity
@@ -147,6 +162,7 @@ def explain_text(compiled: Compiled) -> str:
         f"  why: {family.rule}",
         f"chat format: {FORMATS.get(plan.format_template, plan.chat_format)} ({how}), rendered "
         f"by {plan.format_template}",
+        method_line(plan),
         f"LoRA targets: {values['lora_target_modules']} ({chosen['lora_target_modules']})",
         *experts_line(plan),
         f"attention: {values['attn_implementation']} ({chosen['attn_implementation']})",

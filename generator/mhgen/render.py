@@ -190,9 +190,12 @@ RECIPE_IMPORTS = frozenset(
 
 
 def runtime_blocks(plan: Plan) -> list[appendix.Block]:
-    """The runtime blocks the plan's script carries: the core, and the 4-bit experts loader
-    where the script quantizes a mixture-of-experts model's experts itself."""
-    return [appendix.core(), *([appendix.experts()] if plan.experts_4bit else [])]
+    """The runtime blocks the plan's script carries: the core, the preference pairs of method
+    dpo, and the 4-bit experts loader where the script quantizes a mixture-of-experts model's
+    experts itself."""
+    blocks = [appendix.core()]
+    blocks += [appendix.preference()] if plan.preference else []
+    return blocks + ([appendix.experts()] if plan.experts_4bit else [])
 
 
 def render(plan: Plan) -> str:
@@ -224,6 +227,8 @@ def summary(plan: Plan) -> str:
     """The docstring's first sentence (the script's --help)."""
     kind = "QLoRA (4-bit)" if plan.values["load_in_4bit"] else "LoRA"
     model, chat = plan.values["base_model"], plan.chat_format
+    if plan.preference:
+        return f"Preference-tune (DPO) a {kind} adapter of {model} on pairs of {chat} replies."
     return f"Fine-tune a {kind} adapter of {model} on {chat} conversations."
 
 
@@ -240,6 +245,15 @@ def data_note(plan: Plan) -> str:
     """The docstring's paragraph on the data: where it is read from and the rows it takes. It
     names no path, so that a config pointing at other data changes one line of the script."""
     fmt = plan.values["dataset_format"]
+    if plan.preference:
+        return (
+            "Data: DATASET_PATH below, or --data PATH: a .jsonl, .json, .csv or .parquet file, a "
+            "saved dataset folder or a Hugging Face Hub dataset, one preference pair per row of "
+            "any of these shapes: prompt + chosen + rejected (texts or messages), chosen + "
+            "rejected (whole conversations sharing their prompt), question + chosen + rejected, "
+            "instruction + chosen_response + rejected_response (tools and a system message are "
+            "optional in each)."
+        )
     if fmt == "auto":
         rows = "of any of these shapes: " + ", ".join(ROW_SHAPE_WORDS.values())
     else:
@@ -292,6 +306,8 @@ def append_runtime(recipe: str, plan: Plan) -> str:
     )
     for block in more:
         what = "4-bit experts: the same in every mixture-of-experts script"
+        if block == appendix.preference():
+            what = "preference pairs: the same in every DPO script"
         parts.append(appendix.boundary(what, block.sha256) + "\n\n" + block.text.rstrip("\n"))
     parts.append('if __name__ == "__main__":\n    main()\n')
     return "\n\n\n".join(parts)

@@ -112,6 +112,11 @@ class Plan:
         return self.values["chat_template"]
 
     @property
+    def preference(self) -> bool:
+        """method dpo: the script trains on preference pairs with TRL's DPOTrainer."""
+        return self.values["method"] == "dpo"
+
+    @property
     def experts_4bit(self) -> bool:
         """An MoE model in 4-bit: the script quantizes the experts itself (the loader cannot)."""
         return self.family.moe and self.values["load_in_4bit"]
@@ -144,7 +149,8 @@ class Plan:
     def compiled_in(self) -> tuple[str, ...]:
         """The settings the script's code is written for (no constant could change them), as
         "key: value (how it was chosen)" for its constants block."""
-        shown = {key: self.values[key] for key in COMPILED_IN}  # strings are schema enum values
+        keys = ("method", *COMPILED_IN) if self.preference else COMPILED_IN  # sft: the usual
+        shown = {key: self.values[key] for key in keys}  # strings are schema enum values
         return tuple(
             f"{key}: {v if isinstance(v, str) else json.dumps(v)}{origin_mark(self.origins[key])}"
             for key, v in shown.items()
@@ -210,6 +216,7 @@ def resolve(source: Source) -> Plan:
             values[key], origins[key] = value, "auto" if key != "output_dir" else "derived"
     if values["batching"] == "auto":
         free = values["attn_implementation"] == "flash_attention_2" and family.padding_free
+        free = free and values["method"] == "sft"  # TRL's DPO pads
         values["batching"] = "padding_free" if free else "group_by_length"
         origins["batching"] = "auto"
     if values["optim"] == "auto":

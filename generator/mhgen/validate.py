@@ -188,9 +188,12 @@ def semantic(source: Source) -> list[Diagnostic]:
         warn(
             "lora_rank", f"{rank} is outside the recommended 8-16 (higher = more capacity, slower)"
         )
-    lr = get("learning_rate")
-    if not 1e-4 <= lr <= 2e-4:
-        warn("learning_rate", f"{lr:g} is outside the usual 0.0001-0.0002 for LoRA")
+    lr, low, high = get("learning_rate"), 1e-4, 2e-4
+    if get("method") == "dpo":
+        low, high = 1e-6, 1e-4  # preference tuning moves less
+    if not low <= lr <= high:
+        what = "DPO with LoRA" if get("method") == "dpo" else "LoRA"
+        warn("learning_rate", f"{lr:g} is outside the usual {low:g}-{high:g} for {what}")
     epochs = get("num_train_epochs")
     if get("max_steps") == -1 and not 2 <= epochs <= 3:
         warn("num_train_epochs", f"{epochs:g} epochs; 2-3 are recommended")
@@ -267,6 +270,7 @@ def semantic(source: Source) -> list[Diagnostic]:
                 '"distributed_strategy": "ddp" (or fsdp, deepspeed-zero2, deepspeed-zero3)',
             )
         )
+    _preference(source, get, out)
     if get("eval_dataset_path") is not None and data.get("eval_split", 0) > 0:
         out.append(
             source.diagnostic(
@@ -303,5 +307,70 @@ def _moe_4bit(source: Source, get, family: families.Family, out: list[Diagnostic
                 ("lora_dropout",),
                 f"{get('lora_dropout')} with LoRA on the experts: PEFT's LoRA on fused experts has "
                 'no dropout, so the adapter would not load onto the model; set "lora_dropout": 0',
+            )
+        )
+
+
+DPO_SETTINGS = (
+    "dpo_beta",
+    "dpo_loss_type",
+    "dpo_loss_weights",
+    "dpo_label_smoothing",
+    "precompute_ref_log_probs",
+    "init_adapter",
+)
+INIT_ADAPTER_SETS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
+
+
+def _preference(source: Source, get, out: list[Diagnostic]) -> None:
+    """method dpo, and the settings that go with it (errors unless noted)."""
+    data = source.data
+
+    def error(key: str, message: str) -> None:
+        out.append(source.diagnostic((key,), message))
+
+    if get("method") != "dpo":
+        for key in DPO_SETTINGS:
+            if key in data:
+                error(key, 'a DPO setting, and the method is sft: set "method": "dpo" or remove it')
+        return
+    if "dataset_format" in data and get("dataset_format") != "auto":
+        error("dataset_format", "method dpo reads each preference pair by its keys: remove it")
+    if not get("assistant_only_loss"):
+        error("assistant_only_loss", "DPO compares the replies' log-probabilities only: remove it")
+    if get("batching") == "padding_free":
+        error("batching", 'TRL\'s DPO pads its batches: use "group_by_length" or "padded"')
+    losses = get("dpo_loss_type")
+    losses = [losses] if isinstance(losses, str) else losses
+    weights = get("dpo_loss_weights")
+    if weights is not None and len(weights) != len(losses):
+        error(
+            "dpo_loss_weights",
+            f"{len(weights)} weights for {len(losses)} loss types: one weight per dpo_loss_type",
+        )
+    smoothing = get("dpo_label_smoothing")
+    if "exo_pair" in losses and smoothing == 0:
+        key = "dpo_label_smoothing" if "dpo_label_smoothing" in data else "dpo_loss_type"
+        error(key, "exo_pair needs dpo_label_smoothing above 0 (its paper uses 0.001)")
+    elif "robust" in losses and smoothing == 0:
+        out.append(
+            source.diagnostic(
+                ("dpo_loss_type",),
+                "robust with dpo_label_smoothing 0 is the sigmoid loss: set dpo_label_smoothing "
+                "(the probability that a preference is flipped, 0.1 is typical)",
+                "warning",
+            )
+        )
+    if get("init_adapter") is not None:
+        for key in INIT_ADAPTER_SETS:
+            if key in data:
+                error(key, "init_adapter's adapter_config.json decides it: remove it")
+    elif get("lora_dropout") > 0:
+        out.append(
+            source.diagnostic(
+                ("lora_dropout",),
+                "has no effect: DPO turns dropout off (TRL's disable_dropout), so that the "
+                "policy's log-probabilities compare with the reference's",
+                "warning",
             )
         )

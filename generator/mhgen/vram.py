@@ -23,6 +23,10 @@ Pure arithmetic on a table of shapes (config.json facts); no torch. The formula,
   layer, every expert's, for its grouped GEMM and frees it after: the largest such stack in the
   compute dtype is held at a time (gpt-oss-20b: 32 x 5760 x 2880 x 2 bytes, 1.1 GB).
 - allocator constant, then a stated CUDA-context reserve that max_memory_allocated does not see.
+- method dpo: a micro-batch of b pairs is 2b sequences (each pair's chosen and rejected
+  conversation), which the policy's forward and backward hold as above; the reference's forward
+  (the adapter disabled, no gradient) runs before it and holds less, one layer's activations at a
+  time. Not yet measured on a GPU.
 
 Host memory (MoE in 4-bit): the script loads the checkpoint itself, one decoder layer at a time,
 so the host holds at most one layer of the checkpoint or one embedding matrix at a time, beside
@@ -163,6 +167,7 @@ def estimate(
     max_seq_length long). grouped_experts=False is mhgen 0.2.0's MoE layout (one NF4 layer per
     expert, no stack)."""
     b = batch or values["per_device_train_batch_size"]
+    b *= 2 if values.get("method") == "dpo" else 1  # a pair: two sequences
     s = seq or values["max_seq_length"]
     padding_free = values.get("batching") == "padding_free"
     t = b * min(example_tokens or s, s) if padding_free else b * s  # tokens of a micro-batch
@@ -319,6 +324,8 @@ def report(
     b, s = values["per_device_train_batch_size"], values["max_seq_length"]
     mode = "4-bit" if values["load_in_4bit"] else values["dtype"]
     tokens = f"batch {b} x {s} tokens"
+    if values.get("method") == "dpo":
+        tokens = f"batch {b} pairs ({2 * b} sequences) x {s} tokens"
     if values.get("batching") == "padding_free":
         mean = min(example_tokens or s, s)
         tokens = f"padding_free rows of {b} examples x {mean} tokens"

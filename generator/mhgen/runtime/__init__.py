@@ -26,3 +26,5 @@ CORE = (
 )
 # appended to the scripts that quantize a mixture-of-experts model's experts themselves
 EXPERTS = ("experts_nf4",)
+# appended to the scripts that train on preference pairs (method dpo)
+PREFERENCE = ("preference",)

@@ -20,6 +20,7 @@ from .model_files import print_main
 from .sources import LOADERS, ChatFormat, DataSource, data_name, is_lines_file, load_table
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
+LABELED = ("input_ids", "labels")  # an example's token columns (a pair's: twice, see sides)
 
 
 def parse_row(
@@ -250,19 +251,26 @@ def tokenize_rows(
     in_table: bool,
     tokenize,
     max_length: int,
+    sides: tuple[str, ...] = ("",),
 ) -> dict:
     """datasets.map over a batch of checked lines: each example's token ids and labels (by
-    ``tokenize``) cut to ``max_length``, its length before the cut, whether any trained token is
+    ``tokenize``; a pair's: one sequence per prefix of ``sides``) cut to ``max_length``, its
+    length before the cut (a pair's longer one), whether every sequence has a trained token
     left, and its row (the line's index in the file: --sample finds the held-out rows by it)."""
-    out = {"input_ids": [], "labels": [], "length": [], "kept": [], "row": indices}
+    out = {f"{side}{key}": [] for side in sides for key in ("input_ids", "labels")}
+    out |= {"length": [], "kept": [], "row": indices}
     for index, raw in zip(indices, lines, strict=True):
         conversation, _ = parse_row(index, raw, name, to_conversation, in_table)
-        example = tokenize(**conversation) if conversation else {"input_ids": [], "labels": []}
-        out["length"].append(len(example["input_ids"]))  # 0: a blank line
-        labels = example["labels"][:max_length]
-        out["input_ids"].append(example["input_ids"][:max_length])
-        out["labels"].append(labels)
-        out["kept"].append(any(label != IGNORE_INDEX for label in labels))
+        example = tokenize(**conversation) if conversation else {}
+        lengths, kept = [], True
+        for side in sides:
+            ids, labels = example.get(side + "input_ids", []), example.get(side + "labels", [])
+            lengths.append(len(ids))  # 0: a blank line
+            out[side + "input_ids"].append(ids[:max_length])
+            out[side + "labels"].append(labels[:max_length])
+            kept = kept and any(label != IGNORE_INDEX for label in labels[:max_length])
+        out["length"].append(max(lengths))
+        out["kept"].append(kept)
     return out
 
 
@@ -300,11 +308,12 @@ def code_of(function, seen=None) -> str:
 
 
 def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: bool = True):
-    """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row),
-    made in parallel once: ``tokenize`` (a conversation's tokens and labels) cut to
-    ``max_length``. A later run on the same data with the same tokenizer and code takes them from
-    ``cache``, the folder named by all that decides them (``kept`` False: a cache deleted after
-    this run, which is then not named). Returns it and the length profile."""
+    """The examples of the data as an Arrow dataset on disk (input_ids, labels, length, row; a
+    pair's rejected_input_ids and rejected_labels too), made in parallel once: ``tokenize`` (a
+    conversation's tokens and labels) cut to ``max_length``; returned with the length profile.
+    A later run on the same data with the same tokenizer and code takes them from ``cache``, in
+    the folder named by all that decides them (``kept`` False: this run deletes it when it ends,
+    so its name is not printed)."""
     from datasets import Features, List, Value, load_from_disk
 
     key = cache_key(
@@ -326,6 +335,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     in_table = not is_lines_file(source.path)
+    sequences = {f"{side}{key}": List(Value("int32")) for side in source.sides for key in LABELED}
     rows = lines.map(
         tokenize_rows,
         batched=True,
@@ -334,13 +344,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
         remove_columns=["line"],
         num_proc=workers,
         features=Features(
-            {
-                "input_ids": List(Value("int32")),
-                "labels": List(Value("int32")),
-                "length": Value("int32"),
-                "kept": Value("bool"),
-                "row": Value("int64"),
-            }
+            {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
             "name": name,
@@ -348,6 +352,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
             "in_table": in_table,
             "tokenize": tokenize,
             "max_length": max_length,
+            "sides": source.sides,
         },
         desc=f"tokenizing {name} ({workers} processes)",
     )
@@ -424,15 +429,17 @@ def check_chat_template(
         print_main("note: the tokenizer has no chat template of its own; nothing to compare with")
         return
     for number, conversation in enumerate(conversations[:3], start=1):
-        ours = chat.format_conversation(**conversation)
-        theirs = chat.official_render(tokenizer, **conversation)
-        if ours == theirs:
+        texts = zip(chat.texts(conversation), chat.texts(conversation, tokenizer), strict=True)
+        differing = [(side, *pair) for side, pair in enumerate(texts) if pair[0] != pair[1]]
+        if not differing:
             continue
+        side, ours, theirs = differing[0]  # side 1: a pair's rejected conversation
         pairs = zip(ours, theirs, strict=False)  # strict=False: the shorter text may end first
         at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(ours), len(theirs)))
+        which = f"example {number}" + (" (rejected)" if side else "")
         report = (
-            f"example {number}: the training text differs from the tokenizer's chat template at "
-            f"character {at}:\n  this script: {ours[max(0, at - 40) : at + 40]!r}\n"
+            f"{which}: the training text differs from the tokenizer's chat "
+            f"template at character {at}:\n  this script: {ours[max(0, at - 40) : at + 40]!r}\n"
             f"  template:    {theirs[max(0, at - 40) : at + 40]!r}"
         )
         if template_check == "error":
@@ -441,8 +448,9 @@ def check_chat_template(
             )
         print_main(f"warning: {report}")
         return
+    kind = "pairs" if "rejected" in conversations[0] else "examples"
     print_main(
-        f"chat template check: {min(3, len(conversations))} examples match the tokenizer's own"
+        f"chat template check: {min(3, len(conversations))} {kind} match the tokenizer's own"
     )
 
 

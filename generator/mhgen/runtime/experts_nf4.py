@@ -192,6 +192,7 @@ def experts_nf4_class():
                     self.biased.add(name)
             self.num_experts = weight.shape[0]
             self.lora = torch.nn.ModuleDict()  # add_lora fills it
+            self.peft_layer = ()  # a PEFT LoRA layer whose switch this LoRA follows (add_lora)
 
         def dequantize(self, name: str):
             """The projection's stack in the compute dtype, in the checkpoint's layout."""
@@ -208,7 +209,7 @@ def experts_nf4_class():
             y = DequantizedMatmul.apply(x, self, name, offsets)
             if name in self.biased:
                 y = y + getattr(self, name + "_bias")[expert_of_row]
-            if name in self.lora:
+            if name in self.lora and not any(p.disable_adapters for p in self.peft_layer):
                 y = y + self.lora_delta(x, name, offsets)
             return y
 
@@ -226,10 +227,13 @@ def experts_nf4_class():
             rows[order] = y  # back to (token, choice) order; the sum is deterministic
             return rows.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
 
-        def add_lora(self, names, rank: int, alpha: float) -> None:
+        def add_lora(self, names, rank: int, alpha: float, peft_layer) -> None:
             """LoRA on projections ``names`` in PEFT's layout for fused experts: lora_A is
-            (rank * experts x in), lora_B (out x rank * experts) and zero at the start."""
+            (rank * experts x in), lora_B (out x rank * experts) and zero at the start. It is
+            off while ``peft_layer``'s adapters are (PEFT's disable_adapter(): the base model,
+            as DPO's reference forward runs it)."""
             self.rank, self.scaling = rank, alpha / rank
+            self.peft_layer = () if peft_layer is None else (peft_layer,)
             for name in names:
                 experts, *out_in = self.shapes[name]
                 d_in, d_out = out_in if self.in_out else reversed(out_in)
@@ -260,9 +264,12 @@ def add_expert_lora(model, projections: list[str], rank: int, alpha: float) -> N
     """LoRA on the NF4 experts' ``projections`` (gate_up, down) of a PEFT model, saved with the
     adapter as PEFT saves LoRA on transformers' fused experts, so that the adapter loads onto
     transformers' own model."""
+    # any of PEFT's LoRA layers (the config adapts one or more linear layers besides): PEFT
+    # turns them all on and off together
+    peft_layer = next((m for m in model.modules() if getattr(m, "lora_A", None)), None)
     for module in model.modules():
         if isinstance(module, experts_nf4_class()):
-            module.add_lora(projections, rank, alpha)
+            module.add_lora(projections, rank, alpha, peft_layer)
     parameters = [f"mlp.experts.{p}_proj" for p in projections]
     model.peft_config["default"].target_parameters = parameters
     model.save_pretrained = functools.partial(save_with_expert_lora, model, model.save_pretrained)

@@ -18,8 +18,26 @@ ROW_SHAPES = {
 SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
 
 
+# a preference pair's shapes (method dpo), in the same words: TRL's with an explicit prompt or
+# with the prompt implicit (chosen and rejected whole conversations, as trl-lib's
+# ultrafeedback_binarized), and the Hub's question/chosen/rejected and instruction/chosen_response
+PAIR_SHAPES = (
+    "prompt + chosen + rejected",
+    "chosen + rejected",
+    "question + chosen + rejected",
+    "instruction + chosen_response + rejected_response",
+)
+
+
 def row_shape(row: dict) -> str:
-    """Which shape a row has, by its keys (ROW_SHAPES' words)."""
+    """Which shape a row has, by its keys (ROW_SHAPES' or PAIR_SHAPES' words)."""
+    if "chosen" in row and "rejected" in row:
+        for key in ("prompt", "question"):
+            if key in row:
+                return f"{key} + chosen + rejected"
+        return "chosen + rejected"
+    if "instruction" in row and "chosen_response" in row and "rejected_response" in row:
+        return PAIR_SHAPES[3]
     if "messages" in row:
         return "messages"
     if "prompt" in row and "completion" in row:
@@ -40,6 +58,11 @@ def row_messages(row: dict, dataset_format: str) -> list[dict]:
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, found {type(row).__name__}")
     shape = row_shape(row) if dataset_format == "auto" else ROW_SHAPES[dataset_format]
+    if shape in PAIR_SHAPES:
+        raise DataError(
+            f'a preference pair ({shape}): SFT trains on conversations; set "method": "dpo" '
+            "in the config to train on pairs"
+        )
     if shape == "messages":
         if "messages" not in row:
             raise DataError("missing key 'messages' (dataset_format is 'messages')")

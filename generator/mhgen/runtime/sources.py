@@ -17,12 +17,21 @@ HUB_ID = r"[\w.-]+/[\w.-]+"  # a Hub dataset's owner/name
 class DataSource(NamedTuple):
     """Where a run's rows come from and how one becomes a conversation: a file, folder or Hub
     dataset id, its split and subset (for what datasets reads), and the recipe's to_conversation
-    (a row as {"messages", "tools"}, raising DataError or KeyError for a malformed one)."""
+    (a row as {"messages", "tools"}, raising DataError or KeyError for a malformed one). With
+    ``pairs`` (method dpo) a row is a preference pair: {"messages": the chosen conversation,
+    "tools", "rejected": the rejected one}."""
 
     path: Path
     split: str
     subset: str | None
     to_conversation: Callable[[dict], dict]
+    pairs: bool = False
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """The prefixes of an example's token columns: "" (input_ids, labels), and "rejected_"
+        for a pair's rejected conversation."""
+        return ("", "rejected_") if self.pairs else ("",)
 
     def other(self, path: str | None, split: str):
         """The same kind of source at ``path`` (its ``split``), None where path is None."""
@@ -39,10 +48,27 @@ class ChatFormat(NamedTuple):
     generation_prompt: str
     end_tokens: tuple[str, ...]
 
+    def texts(self, conversation: dict, tokenizer=None) -> list[str]:
+        """The training text of a conversation (of each of a pair's two), or with ``tokenizer``
+        its text by the tokenizer's own chat template."""
+        tools = conversation["tools"]
+        return [
+            self.format_conversation(messages, tools)
+            if tokenizer is None
+            else self.official_render(tokenizer, messages, tools)
+            for messages in sides_of(conversation)
+        ]
+
     def reply_prompt(self, conversation: dict) -> str:
         """The text the model continues to write the conversation's last reply."""
         text = self.format_conversation(conversation["messages"][:-1], conversation["tools"])
         return text + self.generation_prompt
+
+
+def sides_of(conversation: dict) -> list[list[dict]]:
+    """The messages of a conversation, or of each of a preference pair's two (chosen first)."""
+    rejected = conversation.get("rejected")
+    return [conversation["messages"]] + ([rejected] if rejected is not None else [])
 
 
 @functools.cache

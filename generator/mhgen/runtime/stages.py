@@ -45,6 +45,9 @@ def quiet_known_warnings() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     # TRL reads model.is_gradient_checkpointing, which transformers 5 deprecates
     warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+    # TRL's DPO turns checkpointing off for the reference forward by the old names
+    old_names = "`gradient_checkpointing_(en|dis)able` is deprecated"
+    warnings.filterwarnings("ignore", old_names, FutureWarning)
 
 
 def start(
@@ -142,11 +145,18 @@ def dry_run(
         cache = Path(folder)
         tokenizer = check_rows_and_load_tokenizer(data, evaluation, cache, base_model)
         (conversation,) = first_conversations(data, 1)
-        print("--- first example, as the model sees it:")
-        print(chat.format_conversation(**conversation))
-        labels = tokenize(tokenizer, **conversation)["labels"]
-        print("--- the tokens it is trained to generate (the rest is context):")
-        print(repr(tokenizer.decode([token for token in labels if token != IGNORE_INDEX])))
+        example = tokenize(tokenizer, **conversation)
+        for side, text in zip(data.sides, chat.texts(conversation), strict=True):
+            labels = example[side + "labels"]
+            trained = [token for token in labels if token != IGNORE_INDEX]
+            what, counts = "first example", ""
+            if data.pairs:  # a pair: each conversation, and how many tokens carry its loss
+                what = "first pair's " + ("rejected" if side else "chosen") + " conversation"
+                counts = f" ({len(labels)} tokens, {len(trained)} trained)"
+            print(f"--- {what}, as the model sees it{counts}:")
+            print(text)
+            print("--- the tokens it is trained to generate (the rest is context):")
+            print(repr(tokenizer.decode(trained)))
         tokens = functools.partial(tokenize, tokenizer)
         _, profile = tokenized(data, tokens, cache, max_length, kept=False)
         print("--- " + describe(profile))
@@ -213,9 +223,11 @@ def train(
         trainer.args.gradient_accumulation_steps,
     )
     world = trainer.args.world_size
+    dpo = getattr(trainer.args, "beta", None) is not None  # TRL's DPOConfig
+    unit = "pairs (a chosen and a rejected sequence each)" if dpo else "sequences"
     print_main(
         f"effective batch: {per_device} per device x {accumulation} accumulation steps x "
-        f"{world} processes = {per_device * accumulation * world} sequences per optimizer step"
+        f"{world} processes = {per_device * accumulation * world} {unit} per optimizer step"
     )
     if trainer.is_world_process_zero():
         if overwrite:

@@ -191,11 +191,12 @@ EXTENDED = {"_get_train_sampler": ["train_dataset"], "_get_output_dir": ["trial"
 EXTENDED["_save_checkpoint"] = ["model", "trial"]
 
 
-def check_extended(trainer) -> None:
-    """Stop in one line where the installed Trainer no longer has a method the script extends."""
+def check_extended(trainer, extended: dict = EXTENDED) -> None:
+    """Stop in one line where the installed Trainer no longer has a method the script extends
+    (``extended``: their names and parameters)."""
     import transformers
 
-    for name, parameters in EXTENDED.items():
+    for name, parameters in extended.items():
         method = getattr(trainer, name, None)
         if method is None or list(inspect.signature(method).parameters)[1:] != parameters:
             sys.exit(
@@ -205,17 +206,19 @@ def check_extended(trainer) -> None:
             )
 
 
-def trainer_class(length_grouped: bool, stop_on_nan: bool):
-    """SFTTrainer with what a long run on a rented GPU needs: checkpoints that are whole or not
-    there at all, a stop at the first loss or gradient that is not finite (``stop_on_nan``), and
-    the shape of the batch an out-of-memory error hit. ``length_grouped``: the training order is
-    LengthGroupedSampler's (else the Trainer's own, by train_sampling_strategy)."""
+def trainer_class(length_grouped: bool, stop_on_nan: bool, base=None):
+    """SFTTrainer (or ``base``, another TRL trainer) with what a long run on a rented GPU needs:
+    checkpoints that are whole or not there at all, a stop at the first loss or gradient that is
+    not finite (``stop_on_nan``), and the shape of the batch an out-of-memory error hit.
+    ``length_grouped``: the training order is LengthGroupedSampler's (else the Trainer's own, by
+    train_sampling_strategy)."""
 
     import torch
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    check_extended(SFTTrainer)
+    base = SFTTrainer if base is None else base
+    check_extended(base)
 
     class StopOnNotFinite(TrainerCallback):
         """Before each optimizer step, on every process at once: stop at a loss or a gradient
@@ -244,7 +247,7 @@ def trainer_class(length_grouped: bool, stop_on_nan: bool):
                 what = "the loss" if bad.item() == 2 else "the gradient norm"
                 raise NotFinite(f"{what} is not finite at step {state.global_step + 1}")
 
-    class Trainer(SFTTrainer):
+    class Trainer(base):
         batch_shape = None  # of the micro-batch being trained, for the out-of-memory message
         staging = False
         loss_finite = None  # the losses of the step being trained: all finite (a tensor)
