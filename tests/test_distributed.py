@@ -79,6 +79,36 @@ def test_two_processes_train_and_save_one_adapter(tmp_path, model_and_data, stra
     assert not torch.allclose(before, after)
 
 
+@pytest.mark.xdist_group("torchrun")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_train_one_dpo_adapter(tmp_path, model_and_data, strategy):
+    """method dpo: the same strategies, each process a share of the pairs; the reference is the
+    base model with the adapter off, under DDP's and FSDP's wrappers too."""
+    model, _ = model_and_data
+    data = tmp_path / "pairs.jsonl"
+    pairs = [{"prompt": r["messages"][0]["content"], "chosen": r["messages"][1]["content"],
+              "rejected": "No."} for r in ROWS]  # fmt: skip
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    config = {
+        "base_model": str(model), "chat_template": "auto", "system_prompt": "", "dataset_path": str(data),
+        "output_dir": str(tmp_path / "out"), "max_seq_length": 64, "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1, "logging_steps": 1, "learning_rate": 0.005, "load_in_4bit": False,
+        "dtype": "float32", "distributed_strategy": strategy, "num_processes": 2, "method": "dpo",
+        "lora_dropout": 0.0, "warmup_ratio": 0.0,
+    }  # fmt: skip
+    write_config(tmp_path, config, "c.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mhgen", "run", "c.json", "--", "--max-steps", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("2 processes = 4 pairs (a chosen and a rejected sequence each)") == 1
+    assert proc.stdout.count("adapter saved to") == 1
+    record = json.loads((tmp_path / "out" / "mhgen_run.json").read_text())
+    margins = [e["rewards/margins"] for e in record["log_history"] if "rewards/margins" in e]
+    assert margins[0] == 0 and margins[-1] > 0  # from the reference, towards the chosen replies
+
+
 def test_more_processes_need_a_strategy(tmp_path):
     from conftest import MINIMAL
 
