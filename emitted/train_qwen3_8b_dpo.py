@@ -16,7 +16,7 @@
 # 222a179eb1a3d99c5fbf8dda1ba1c8c6d11c0eb002eaa8ec6c8e7ff7f46e5c38) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: c85853b451f5970ac1691ff6406d935e6936d5cac67fab13454c81c8a76938b0
+# mhgen-body-sha256: 063eb4ece95c10b8ec5742d00bcd39223cc4ae8d1eb893333c19e2db8b2982c3
 """Preference-tune (DPO) a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on pairs of chatml replies.
 
 Notes:
@@ -2900,7 +2900,7 @@ def load_seeded(load, seed: int, out_of_memory):
 
 
 # ==== mhgen runtime 0.5.0, preference pairs: the same in every DPO script ====
-# runtime sha256: 742c5ec5fde6135ccf80ae5c9cf7681eea80f4c09fe8398780e1da6ed00d12a7
+# runtime sha256: 7ed36b98ce02a02faa90e1c4b51946296e15bf765a0c1a6d14e773bb74fc80b3
 
 
 # ---- preference pairs (method dpo): a row as a chosen and a rejected conversation that share
@@ -2939,7 +2939,8 @@ def row_pair(row: dict) -> tuple[list[dict], list[dict]]:
                     f"{key!r} is not a list of messages: without a 'prompt', chosen and rejected "
                     "are whole conversations"
                 )
-        return [dict(m) for m in row["chosen"]], [dict(m) for m in row["rejected"]]
+        chosen = as_messages(row["chosen"], "assistant", "chosen")
+        return chosen, as_messages(row["rejected"], "assistant", "rejected")
     if shape == "prompt + chosen + rejected":
         prompt += as_messages(row["prompt"], "user", "prompt")
     elif shape == "question + chosen + rejected":

@@ -43,7 +43,8 @@ def row_pair(row: dict) -> tuple[list[dict], list[dict]]:
                     f"{key!r} is not a list of messages: without a 'prompt', chosen and rejected "
                     "are whole conversations"
                 )
-        return [dict(m) for m in row["chosen"]], [dict(m) for m in row["rejected"]]
+        chosen = as_messages(row["chosen"], "assistant", "chosen")
+        return chosen, as_messages(row["rejected"], "assistant", "rejected")
     if shape == "prompt + chosen + rejected":
         prompt += as_messages(row["prompt"], "user", "prompt")
     elif shape == "question + chosen + rejected":
