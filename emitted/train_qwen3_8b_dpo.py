@@ -16,7 +16,7 @@
 # 222a179eb1a3d99c5fbf8dda1ba1c8c6d11c0eb002eaa8ec6c8e7ff7f46e5c38) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 063eb4ece95c10b8ec5742d00bcd39223cc4ae8d1eb893333c19e2db8b2982c3
+# mhgen-body-sha256: 9ed24842d8f8ec7a49afaa1c1c49fa53c719ca171b715ebb972328395023a7a9
 """Preference-tune (DPO) a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on pairs of chatml replies.
 
 Notes:
@@ -37,17 +37,21 @@ folder or a Hugging Face Hub dataset, one preference pair per row of any of thes
 prompt), question + chosen + rejected, instruction + chosen_response + rejected_response (tools
 and a system message are optional in each).
 
-Train on one GPU, or with torchrun on 4 (DDP):
+Train on one GPU, with torchrun on 4 (DDP), or on two machines of 4:
     python train_qwen3_8b_dpo.py
     torchrun --nproc-per-node 4 train_qwen3_8b_dpo.py
-Either takes --resume (continue from the last checkpoint), --dry-run (check the data and the
-training text, loading no model), --sample 4 (the adapter's replies to 4 held-out prompts) and
---merge (the base model with the adapter merged in); both also run alone on a finished run.
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        train_qwen3_8b_dpo.py
+Each takes --resume (continue from the last checkpoint), --dry-run (check the data and the
+training text; loads no model), --sample 4 (replies to 4 held-out prompts) and --merge (the base
+model with the adapter merged in), the last two also alone on a finished run. Two machines both
+run the last command (HOST: the first one's address), with output_dir on storage both see.
 
 Effective batch: 1 per device x 8 accumulation steps x the number of GPUs.
 """
 
 import argparse
+import atexit
 import collections
 import contextlib
 import csv
@@ -63,8 +67,10 @@ import random
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import zipfile
@@ -381,7 +387,7 @@ def main() -> None:
         merge_adapter(output_dir, BASE_MODEL, DTYPE, args.merge)
         if not args.sample:
             return
-    cache = output_dir.parent / "mhgen-data-cache"  # tokenized data, kept for the next run
+    cache = args.data_cache  # checked and tokenized data, kept for the next run
     tokenizer = check_data(data, evaluation, cache, BASE_MODEL, chat, TEMPLATE_CHECK)
     tokens = functools.partial(tokenize, tokenizer)
     require("accelerate", "bitsandbytes", "datasets", "peft", "torch", "transformers", "trl")
@@ -422,7 +428,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: 5b914bc564a9add2fb0cd7b95e47dc87a7c0d1526811de2262a3a5afb1ea2cbc
+# runtime sha256: a05ecff93e81ff98ff8f08807e4049c80abba1ee7e83ac42f0896a39ae67eb3f
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -944,14 +950,102 @@ def lines_dataset(source: DataSource, cache: Path | None):
     )
 
 
-def first_process_makes(path: Path) -> bool:
-    """Whether this process makes ``path``: under torchrun the first process of the machine does,
-    and the others wait until it is there."""
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        return True
-    while not path.exists():  # torchrun stops every process if the first one fails
-        time.sleep(0.5)
+LOCK_BEAT = 10  # seconds between the refreshes of a cache entry's lock while it is made
+LOCK_STALE = 120  # a lock unchanged this long was left by a process that stopped
+held_locks: dict[Path, tuple] = {}  # this process's locks: what stops their beat, and the beat
+
+
+def first_process_makes(entry: Path) -> bool:
+    """Whether this process makes ``entry`` of the cache, the others waiting until it is there.
+    One process per machine competes (LOCAL_RANK 0 under torchrun): it makes the entry if it
+    creates ENTRY.lock (in one step: only one process can), and refreshes the lock while it
+    works; else it waits for whoever holds the lock. So a cache on each machine's own disk is
+    made once per machine, a cache every machine sees once in all. A lock that stops changing
+    (its maker was killed) is taken over; made_entry(entry) releases it."""
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        while not entry.exists():  # this machine's first process makes it or waits: torchrun
+            time.sleep(0.5)  # stops every process of the machine if it fails
+        return False
+    lock = entry.with_name(entry.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while not entry.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            stop = threading.Event()
+            beating = threading.Thread(target=beat, args=(lock, stop), daemon=True)
+            beating.start()
+            held_locks[entry] = (stop, beating)
+            return True
+        wait_for_lock(lock, entry)
     return False
+
+
+def lock_owner() -> str:
+    """Who holds a lock: this machine and process, as a lock file says."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def beat(lock: Path, stop: threading.Event) -> None:
+    """While this process makes an entry: its lock's content changes every LOCK_BEAT seconds."""
+    count = 0
+    while True:
+        count += 1
+        with contextlib.suppress(OSError):  # never made again once it is gone
+            fd = os.open(lock, os.O_WRONLY | os.O_TRUNC)
+            os.write(fd, f"{lock_owner()} {count}\n".encode())
+            os.close(fd)
+        if stop.wait(LOCK_BEAT):
+            return
+
+
+def made_entry(entry: Path) -> None:
+    """``entry`` is in place (or will not be: this process stops): its lock goes."""
+    stop, beating = held_locks.pop(entry, (None, None))
+    if stop is not None:
+        stop.set()
+        beating.join()
+        entry.with_name(entry.name + ".lock").unlink(missing_ok=True)
+
+
+@atexit.register
+def release_locks() -> None:
+    """A maker that stops before its entry is made lets a waiting process take over at once."""
+    for entry in list(held_locks):
+        made_entry(entry)
+
+
+def wait_for_lock(lock: Path, entry: Path) -> None:
+    """Wait until ``entry`` is there, its lock is gone, or the lock is stale (then removed): its
+    content unchanged for LOCK_STALE seconds, or its process gone from this machine."""
+    said, last, since = False, None, time.monotonic()
+    while not entry.exists():
+        try:
+            content = lock.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        if content != last:
+            last, since = content, time.monotonic()
+        owner = content.split()  # host, process, beat
+        gone = len(owner) > 1 and owner[0] == socket.gethostname() and not alive(int(owner[1]))
+        if gone or time.monotonic() - since > LOCK_STALE:
+            print(f"note: {lock} was left by a process that stopped ({content.strip()}); taking it")
+            lock.unlink(missing_ok=True)
+            return
+        if not said:
+            print(f"waiting for {content.strip() or 'another process'} to make {entry}", flush=True)
+            said = True
+        time.sleep(0.5)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def processes(rows: int) -> int:
@@ -1020,11 +1114,11 @@ def check_rows(source: DataSource, cache: Path) -> None:
     if not shapes:
         sys.exit(f"error: {name}: no examples")
     found = ", ".join(f"{count} {shape}" for shape, count in shapes.most_common())
-    print_main(
-        f"data: {name}: {shapes.total()} rows ({found}), checked in {seconds_since(started)}"
-    )
+    took = seconds_since(started)  # said by the process that checked, on each machine that did
+    print(f"data: {name}: {shapes.total()} rows ({found}), checked in {took}", flush=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(path) + "\n", encoding="utf-8")
+    made_entry(marker)
 
 
 def seconds_since(started: float) -> str:
@@ -1135,7 +1229,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     )
     folder = cache / "tokens" / cache_key(key, code_of(as_lines), str(max_length))
     made = folder / "mhgen_profile.json"
-    if made.is_file() or not first_process_makes(made):
+    if made.is_file() or not first_process_makes(folder):
         print_main(
             f"tokenized data: {folder} (made by an earlier run on the same data; safe to delete)"
         )
@@ -1181,16 +1275,16 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
         os.rename(staging, folder)  # in one step; fails where another run made it first
     except OSError:
         shutil.rmtree(staging)  # the same tokens, made by another run first: those are used
+    made_entry(folder)
     if is_lines_file(source.path):  # its lines: the tokens are made
         shutil.rmtree(cache / "lines" / fingerprint_name(source), ignore_errors=True)
         with contextlib.suppress(OSError):  # another run's lines may be there: they stay
             (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
-    print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
+    print(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})", flush=True)
     if kept:
-        print_main(
-            f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)"
-        )
+        reused = "a later run on the same data reuses it; safe to delete"
+        print(f"tokenized data: {folder} ({reused})", flush=True)
     return load_from_disk(str(folder)), profile
 
 
@@ -1772,6 +1866,40 @@ def save_adapter(trainer, tokenizer, output_dir: Path) -> None:
         shutil.rmtree(output_dir / STAGING)
 
 
+def unshared_output(trainer, output_dir: Path) -> str:
+    """Under torchrun: why not every process sees the files the main process writes into
+    output_dir ("" when they do). On several machines it must be on storage they share: the
+    main process promotes checkpoints there (under FSDP every process writes a part) and every
+    process resumes from them. Nothing else is written before this."""
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return ""
+    main = trainer.is_world_process_zero()
+    token = [os.urandom(8).hex() if main else None]
+    probe = output_dir / ".mhgen-shared-probe"
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token[0], encoding="utf-8")
+    torch.distributed.broadcast_object_list(token, src=0)
+    try:
+        seen = probe.read_text(encoding="utf-8") == token[0]
+    except OSError:
+        seen = False
+    blind = torch.tensor(0 if seen else 1, device=trainer.args.device)
+    torch.distributed.all_reduce(blind)  # how many processes do not see it
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        probe.unlink()
+    if not blind.item():
+        return ""
+    return (
+        f"error: {output_dir}: {int(blind.item())} of {trainer.args.world_size} processes do not "
+        "see the files the main process writes there; on several machines the output folder "
+        "must be on storage they all share (the same NFS or Lustre path on each)"
+    )
+
+
 # ---- training: curves, signals, the training order, the Trainer, files written whole
 
 
@@ -2086,6 +2214,35 @@ def fail(message: str, code: int, trainer=None) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(message, file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+# what gloo and NCCL say when another process of the run is gone (its machine or process stopped)
+LOST_CONTACT = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "ncclRemoteError",
+    "remote process exited",
+    "Watchdog caught collective operation timeout",
+)
+
+
+def lost_contact(error: BaseException, output_dir: Path) -> str:
+    """When ``error`` says another process of the run is gone: this process's one line on it,
+    and on what to run next ("" for another error)."""
+    import torch
+
+    said = next((words for words in LOST_CONTACT if words in str(error)), "")
+    if not said and not isinstance(error, torch.distributed.DistError):
+        return ""
+    whole = whole_checkpoints(output_dir)
+    newest = f"{whole[-1].name} is the newest checkpoint" if whole else "no checkpoint is saved yet"
+    return (
+        f"error: process {os.environ.get('RANK', '0')} lost contact with the run "
+        f"({said or type(error).__name__}): another machine or process of it stopped; {newest} "
+        "(the same command with --resume, on every machine, continues from it)"
+    )
 
 
 def out_of_memory(
@@ -2647,6 +2804,7 @@ def merge_adapter(output_dir: Path, base_model: str, dtype_name: str, fmt: str =
 
 EXIT_NOT_FINITE = 3  # exit status when stop_on_nan stops the run
 EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
+EXIT_LOST_CONTACT = 5  # exit status when another machine or process of the run stopped
 
 
 def quiet_known_warnings() -> None:
@@ -2665,20 +2823,31 @@ def quiet_known_warnings() -> None:
 def start(
     doc: str, data: str, output_dir: str, max_steps: int, mxfp4: bool = False
 ) -> argparse.Namespace:
-    """The script's command line; ``doc``, the script's docstring, is its --help, and the other
-    arguments are the defaults of --data, --output-dir and --max-steps, and whether --merge can
-    write the experts in MXFP4 (gpt-oss). args.merge is None, or the merge's format
-    (MERGE_FORMATS). Known harmless warnings
+    """The script's command line; ``doc``, the script's docstring, gives its --help (the summary
+    and the commands), and the other arguments are the defaults of --data, --output-dir and
+    --max-steps, and whether --merge can write the experts in MXFP4 (gpt-oss). args.merge is
+    None, or the merge's format (MERGE_FORMATS); args.data_cache a Path. Known harmless warnings
     are silenced, SIGTERM and Ctrl-C end the script at once (exit_on_signals) until training
-    starts, and a missing library stops it in one line."""
+    starts, and a missing library stops it in one line. Started again by torchrun
+    (--max-restarts), the run resumes."""
     quiet_known_warnings()
     exit_on_signals()
     require("transformers", "datasets")  # what every command needs
+    paragraphs = doc.split("\n\n")
     parser = argparse.ArgumentParser(
-        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=paragraphs[0],
+        epilog=next((p for p in paragraphs if p.startswith("Train on")), None),  # the commands
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", default=data, help="training data: a file, folder or Hub id")
     parser.add_argument("--output-dir", default=output_dir, help="where the adapter is written")
+    parser.add_argument(
+        "--data-cache",
+        metavar="DIR",
+        help="where the checked and tokenized data is kept for the next run (default: "
+        "mhgen-data-cache beside the output folder); on several machines, a disk of each one's "
+        "own or one they share",
+    )
     parser.add_argument("--max-steps", type=int, default=max_steps, help="-1: NUM_TRAIN_EPOCHS")
     parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -2708,6 +2877,11 @@ def start(
     args.merge = merge_format if args.merge else None
     if args.sample < 0:
         parser.error(f"--sample {args.sample}: N must be 0 (no samples) or more")
+    args.data_cache = Path(args.data_cache or Path(args.output_dir).parent / "mhgen-data-cache")
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restarts:  # torchrun --max-restarts started the run again after a failure
+        print_main(f"torchrun restarted the run (restart {restarts}): resuming it")
+        args.resume, args.overwrite = True, False
     note_untested_versions()
     return args
 
@@ -2841,6 +3015,9 @@ def train(
         f"effective batch: {per_device} per device x {accumulation} accumulation steps x "
         f"{world} processes = {per_device * accumulation * world} {unit} per optimizer step"
     )
+    problem = unshared_output(trainer, output_dir)
+    if problem:
+        fail(problem, 1, trainer)
     if trainer.is_world_process_zero():
         if overwrite:
             set_aside_replaced_run(output_dir)
@@ -2861,6 +3038,13 @@ def train(
         fail(not_finite(str(exc), output_dir), EXIT_NOT_FINITE, trainer)
     except torch.OutOfMemoryError:
         fail(out_of_memory(trainer.batch_shape), EXIT_OUT_OF_MEMORY, trainer)
+    except RuntimeError as exc:  # gloo's and NCCL's errors are RuntimeErrors
+        message = lost_contact(exc, output_dir)
+        if not message:
+            raise
+        sys.stdout.flush()
+        print(message, file=sys.stderr, flush=True)  # every process: the main one may be gone
+        os._exit(EXIT_LOST_CONTACT)  # at once: leaving the process group would wait for it
     if stopper.signal_number:
         step = trainer.state.global_step
         if step:

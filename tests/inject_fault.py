@@ -13,6 +13,8 @@ FAULT is one of
     kill:rename:N   SIGKILL at the N-th rename of a finished file or folder into place (a
                     checkpoint, mhgen_run.json, a file of the final adapter), before it happens
     kill:delete:N   SIGKILL in the middle of deleting the N-th old checkpoint (a file of it gone)
+    stall:N:FILE    once the N-th checkpoint is saved (promoted), write FILE and hang: a machine
+                    the test then kills, whole
 """
 
 import os
@@ -109,6 +111,21 @@ elif kind == "kill" and rest[0] == "delete":
         return rmtree(path, *args, **kwargs)
 
     shutil.rmtree = deleting
+elif kind == "stall":
+    import time
+
+    from transformers.trainer_callback import CallbackHandler
+
+    on_save = CallbackHandler.on_save
+
+    def saved(self, *args, **kwargs):
+        if nth(rest[0]):
+            Path(rest[1]).write_text("stalled\n")
+            while True:
+                time.sleep(1)
+        return on_save(self, *args, **kwargs)
+
+    CallbackHandler.on_save = saved
 else:
     sys.exit(f"inject_fault.py: unknown fault {os.environ['INJECT_FAULT']!r}")
 

@@ -51,7 +51,7 @@ def test_two_processes_train_and_save_one_adapter(tmp_path, model_and_data, stra
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "-m torch.distributed.run --nproc-per-node 2" in proc.stderr
+    assert "-m mhgen.torchrun --nproc-per-node 2" in proc.stderr
     # rank 0 alone prints, and counts both processes in the effective batch
     assert (
         proc.stdout.count("effective batch: 4 per device x 1 accumulation steps x 2 processes = 8")
@@ -150,6 +150,7 @@ def test_bundle_runs_from_a_clean_folder_without_mhgen(tmp_path, model_and_data)
     assert sorted(p.name for p in box.iterdir()) == [
         "README.md",
         "requirements.txt",
+        "slurm.sbatch",
         "train_qwen3_8b.py",
         "training-qwen3-8b.json",
     ]

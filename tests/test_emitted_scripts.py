@@ -289,8 +289,10 @@ def test_distribution_changes_only_what_it_must(tmp_path, strategy):
         changed = [line for line in changed if not re.search("[0-9a-f]{64}", line)]  # hashes
         changed = [line for line in changed if line not in compiled_in_lines(text)]  # below
         assert changed == [
-            "Train on 2 GPUs (ddp), or with python on one:",
+            "Train on 2 GPUs (ddp), with python on one, or on two machines of 2:",
             "    torchrun --nproc-per-node 2 train_qwen3_8b.py",
+            "    torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint "
+            "HOST:29500 \\\\",
         ]
         # num_processes is not compiled in: it is the command line's (torchrun's), above
         assert compiled_in(text) == {**compiled_in(plain), "distributed_strategy": "ddp"}

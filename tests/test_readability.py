@@ -225,8 +225,9 @@ def test_the_runtime_is_the_same_bytes_in_every_script(tmp_path):
     assert len(experts) == 1
 
 
-# lines above the runtime boundary, per shipped config
-RECIPE_LINES = {"qwen3-8b": 400, "qwen3-8b-dpo": 430, "qwen3-coder-30b": 450, "gpt-oss-20b": 500}
+# lines above the runtime boundary, per shipped config (6 more since the docstring shows the
+# two-machine command and the data cache's lock imports threading and socket)
+RECIPE_LINES = {"qwen3-8b": 406, "qwen3-8b-dpo": 430, "qwen3-coder-30b": 450, "gpt-oss-20b": 503}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPE_LINES))
@@ -284,8 +285,8 @@ def test_one_value_changes_one_line(tmp_path):
 def test_another_file_name_changes_only_the_names(tmp_path):
     a = compiled(tmp_path / "a", {}, "training-a.json")
     b = compiled(tmp_path / "b", {}, "training-b.json")
-    changed = changed_lines(a, b)
-    assert 0 < len(changed) <= 4, changed
+    changed = changed_lines(a, b)  # the header's line, the output folder and three commands
+    assert 0 < len(changed) <= 5, changed
 
 
 @pytest.mark.parametrize(

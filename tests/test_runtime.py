@@ -667,3 +667,64 @@ def test_flex_attention_trains_with_eager_on_the_cpu(capsys):
     )
     assert model_files.attention_kernel("sdpa", on_gpu=False) == "sdpa"
     assert model_files.attention_kernel(None, on_gpu=False) is None
+
+
+# --- the cache's locks: one maker per cache entry, whoever shares the cache
+
+
+def test_one_process_makes_an_entry_and_its_lock_goes_when_it_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    entry = tmp_path / "tokens" / "abc"
+    assert data.first_process_makes(entry)
+    lock = tmp_path / "tokens" / "abc.lock"
+    assert lock.exists()
+    entry.mkdir()
+    data.made_entry(entry)
+    assert not lock.exists() and entry not in data.held_locks
+    assert not data.first_process_makes(entry)  # it is there: nobody makes it again
+
+
+def test_another_process_waits_for_the_holder_then_uses_its_entry(tmp_path):
+    entry = tmp_path / "abc"
+    holder = (
+        "import sys, time\nfrom pathlib import Path\nfrom mhgen.runtime import data\n"
+        "entry = Path(sys.argv[1])\nassert data.first_process_makes(entry)\n"
+        "print('holding', flush=True)\ntime.sleep(2)\nentry.mkdir()\ndata.made_entry(entry)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", holder, str(entry)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline() == "holding\n"
+    assert not data.first_process_makes(entry)  # it waited: the entry is there
+    assert entry.is_dir() and process.wait(timeout=30) == 0
+    assert not (tmp_path / "abc.lock").exists()
+
+
+def test_a_maker_that_stops_lets_a_waiting_process_take_over(tmp_path, capsys):
+    entry = tmp_path / "abc"
+    for holder in (
+        # it exits before making the entry (its error said): its lock goes with it
+        "import sys\nfrom pathlib import Path\nfrom mhgen.runtime import data\n"
+        "data.first_process_makes(Path(sys.argv[1]))\nsys.exit('bad rows')\n",
+        # killed: its lock stays, naming a process gone from this machine
+        "import os, sys\nfrom pathlib import Path\nfrom mhgen.runtime import data\n"
+        "data.first_process_makes(Path(sys.argv[1]))\nimport time; time.sleep(0.2)\n"
+        "os.kill(os.getpid(), 9)\n",
+    ):
+        subprocess.run([sys.executable, "-c", holder, str(entry)], capture_output=True)
+        assert data.first_process_makes(entry)
+        data.made_entry(entry)
+    assert "was left by a process that stopped" in capsys.readouterr().out
+
+
+def test_a_lock_that_stops_changing_is_taken_over(tmp_path, monkeypatch, capsys):
+    """Another machine's maker, killed: its process cannot be looked up from here, so its lock
+    is stale once its content has not changed for LOCK_STALE seconds."""
+    monkeypatch.setattr(data, "LOCK_STALE", 1)
+    entry = tmp_path / "abc"
+    (tmp_path / "abc.lock").write_text("another-machine 4242 7\n")
+    assert data.first_process_makes(entry)
+    data.made_entry(entry)
+    said = capsys.readouterr().out
+    assert "waiting for another-machine 4242 7 to make" in said
+    assert "was left by a process that stopped (another-machine 4242 7); taking it" in said

@@ -1,9 +1,9 @@
 """``mhgen bundle CONFIG -o DIR``: everything a colleague or a rented GPU box needs, in one folder.
 
 DIR gets the script (its PEP 723 block lets ``uv run`` install its own dependencies), the config,
-a requirements.txt pinned to the versions the test suite ran with, and a README with the exact
-commands. Nothing in DIR needs mhgen. An existing file with other content is never replaced
-without ``--force``.
+a requirements.txt pinned to the versions the test suite ran with, a SLURM batch script for
+several machines, and a README with the exact commands. Nothing in DIR needs mhgen. An existing
+file with other content is never replaced without ``--force``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,37 @@ python {script}                        # train; the adapter lands in {output_dir
 python {script} --sample 4             # the adapter's replies to 4 held-out prompts
 ```
 
+On several machines with SLURM, from this folder on storage every machine sees (the output
+folder must be on it; the tokenized data goes to each machine's own /tmp):
+
+```bash
+sbatch --nodes 2 slurm.sbatch          # {gpus} on each machine; see its first lines
+```
+
 On a CUDA machine, install torch for its CUDA version first if the pinned wheel does not fit it.
+"""
+
+
+SBATCH = """\
+#!/bin/bash
+# {script} on several machines, from this folder on storage every machine sees:
+#     sbatch --nodes N slurm.sbatch [SCRIPT OPTIONS]     (2 machines when --nodes is not given)
+# One torchrun per machine starts {started};
+# they meet at the first machine (torchrun's c10d rendezvous). The output folder must be on the
+# shared storage; the tokenized data is made on each machine's own disk. The script resumes the
+# run in the output folder when there is one: a requeued or repeated job continues from the
+# newest checkpoint.
+#SBATCH --job-name={name}
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node={processes}
+#SBATCH --output=%x-%j.log
+set -euo pipefail
+if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi  # the README's install
+head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+srun torchrun --nnodes "$SLURM_NNODES" --nproc-per-node {processes} --rdzv-backend c10d \\
+    --rdzv-endpoint "$head:${{MHGEN_RDZV_PORT:-29500}}" --rdzv-id "$SLURM_JOB_ID" \\
+    {script} --resume --data-cache "${{TMPDIR:-/tmp}}/mhgen-data-cache" "$@"
 """
 
 
@@ -83,6 +113,16 @@ def bundle(compiled: Compiled, out: Path, force: bool = False) -> list[Path]:
         plan.script_name: compiled.text,
         config_name: Path(compiled.source.file).read_text(encoding="utf-8"),
         "requirements.txt": requirements,
+        "slurm.sbatch": SBATCH.format(
+            script=plan.script_name,
+            name=plan.script_name.removesuffix(".py"),
+            processes=processes,
+            started=(
+                f"{processes} processes, one per GPU ({values['distributed_strategy']})"
+                if processes > 1
+                else "one process on one GPU (DDP across the machines)"
+            ),
+        ),
         "README.md": README.format(
             script=plan.script_name,
             base_model=values["base_model"],
@@ -94,6 +134,7 @@ def bundle(compiled: Compiled, out: Path, force: bool = False) -> list[Path]:
             data=where_data_goes(values["dataset_path"]),
             output_dir=values["output_dir"],
             multi=multi,
+            gpus=f"{processes} GPUs" if processes > 1 else "one GPU",
         ),
     }
     for name, text in files.items():  # check everything before writing anything

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output-dir", default="emitted", help="default: emitted")
     p.add_argument("--force", action="store_true", help="replace a hand-edited script")
     p.add_argument("--run", action="store_true", help="run the script (one config); args after --")
+    _machine_options(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser(
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("-o", "--output-dir", default="emitted", help="default: emitted")
     p.add_argument("--force", action="store_true", help="replace a hand-edited script")
+    _machine_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bundle", help="script, config, pinned requirements and README in DIR")
@@ -141,6 +143,7 @@ def cmd_compile(args) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: a file, not a folder (-o names the folder the scripts go in)")
     compiled = _compile_all(args.configs)
+    machines = _machines(args, compiled[0].plan)
     paths = []
     for c in compiled:
         path = out / c.plan.script_name
@@ -159,7 +162,7 @@ def cmd_compile(args) -> int:
     if args.run:
         from .run import run_script
 
-        return run_script(paths[0], args.extra, compiled[0].plan.values["num_processes"])
+        return run_script(paths[0], args.extra, machines)
     return 0
 
 
@@ -384,6 +387,51 @@ def cmd_new(args) -> int:
 
 
 # --- helpers
+
+
+def _machine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "several machines (with --run)",
+        "Each machine runs the same command; torchrun's c10d rendezvous numbers them. The "
+        "output_dir must be on storage all of them see.",
+    )
+    g.add_argument("--nnodes", type=_positive_int, default=1, metavar="N", help="machines")
+    g.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="where they meet: the first one")
+    g.add_argument(
+        "--node-rank", type=int, metavar="R", help="0 on the machine at HOST (it hosts the meeting)"
+    )
+    g.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="torchrun starts the run again up to K times after a failure; it resumes",
+    )
+
+
+def _machines(args, plan):
+    """What --nnodes, --rdzv-endpoint, --node-rank and --max-restarts ask for, checked."""
+    from .run import Machines
+
+    if not args.run and (args.nnodes > 1 or args.rdzv_endpoint or args.max_restarts):
+        raise UsageError("--nnodes, --rdzv-endpoint and --max-restarts go with --run")
+    if args.nnodes > 1 and not args.rdzv_endpoint:
+        raise UsageError(
+            f"--nnodes {args.nnodes} needs --rdzv-endpoint HOST:PORT: the first machine's address "
+            "and a free port, the same on every machine"
+        )
+    if args.nnodes == 1 and (args.rdzv_endpoint or args.node_rank is not None):
+        raise UsageError("--rdzv-endpoint and --node-rank go with --nnodes N (2 or more)")
+    if args.max_restarts < 0:
+        raise UsageError(f"--max-restarts {args.max_restarts}: 0 or more")
+    return Machines(
+        processes=plan.values["num_processes"],
+        nodes=args.nnodes,
+        endpoint=args.rdzv_endpoint,
+        run_id=f"mhgen-{plan.config_sha256[:12]}",
+        node_rank=args.node_rank,
+        max_restarts=args.max_restarts,
+    )
 
 
 def _positive_int(text: str) -> int:

@@ -265,23 +265,32 @@ def data_note(plan: Plan) -> str:
 
 
 def usage(plan: Plan) -> str:
-    """The docstring's commands: the script is named in two of them only, so that a config
-    saved under another name changes few lines."""
+    """The docstring's commands: on one machine, and on two (torchrun's c10d rendezvous). The
+    script is named in the commands only, so that a config saved under another name changes few
+    lines."""
     script, processes = plan.script_name, plan.values["num_processes"]
+    gpus = processes if processes > 1 else 4
     if processes > 1:
-        where = f"{processes} GPUs ({plan.values['distributed_strategy']}), or with python on one"
+        where = f"{processes} GPUs ({plan.values['distributed_strategy']}), with python on one"
     else:
-        where = "one GPU, or with torchrun on 4 (DDP)"
-    torchrun = f"torchrun --nproc-per-node {processes if processes > 1 else 4} {script}"
+        where = "one GPU, with torchrun on 4 (DDP)"
+    where += f", or on two machines of {gpus}"
+    torchrun = f"torchrun --nproc-per-node {gpus} {script}"
+    nodes = (
+        f"torchrun --nnodes 2 --nproc-per-node {gpus} --rdzv-backend c10d --rdzv-endpoint "
+        f"HOST:29500 \\\\\n        {script}"  # in the script's text: a backslash, escaped
+    )
     merge = "--merge (the base model with the adapter merged in"
     if plan.family.model_type == "gpt_oss":
         merge += "; --merge-format mxfp4 writes the experts in MXFP4, as gpt-oss ships them"
     flags = (
-        "Either takes --resume (continue from the last checkpoint), --dry-run (check the data and "
-        "the training text, loading no model), --sample 4 (the adapter's replies to 4 held-out "
-        f"prompts) and {merge}); both also run alone on a finished run."
+        "Each takes --resume (continue from the last checkpoint), --dry-run (check the data and "
+        "the training text; loads no model), --sample 4 (replies to 4 held-out prompts) and "
+        f"{merge}), the last two also alone on a finished run. Two machines both run the last "
+        "command (HOST: the first one's address), with output_dir on storage both see."
     )
-    return f"Train on {where}:\n    python {script}\n    {torchrun}\n{docwrap(flags, indent=0)}"
+    commands = f"    python {script}\n    {torchrun}\n    {nodes}"
+    return f"Train on {where}:\n{commands}\n{docwrap(flags, indent=0)}"
 
 
 def _origin_above(line: str, width: int = 100) -> str:

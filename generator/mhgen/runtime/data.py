@@ -1,5 +1,6 @@
 # ---- the data: reading it from any source, checking every row, tokenizing it once
 
+import atexit
 import collections
 import contextlib
 import functools
@@ -9,8 +10,10 @@ import json
 import os
 import random
 import shutil
+import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -133,14 +136,102 @@ def lines_dataset(source: DataSource, cache: Path | None):
     )
 
 
-def first_process_makes(path: Path) -> bool:
-    """Whether this process makes ``path``: under torchrun the first process of the machine does,
-    and the others wait until it is there."""
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        return True
-    while not path.exists():  # torchrun stops every process if the first one fails
-        time.sleep(0.5)
+LOCK_BEAT = 10  # seconds between the refreshes of a cache entry's lock while it is made
+LOCK_STALE = 120  # a lock unchanged this long was left by a process that stopped
+held_locks: dict[Path, tuple] = {}  # this process's locks: what stops their beat, and the beat
+
+
+def first_process_makes(entry: Path) -> bool:
+    """Whether this process makes ``entry`` of the cache, the others waiting until it is there.
+    One process per machine competes (LOCAL_RANK 0 under torchrun): it makes the entry if it
+    creates ENTRY.lock (in one step: only one process can), and refreshes the lock while it
+    works; else it waits for whoever holds the lock. So a cache on each machine's own disk is
+    made once per machine, a cache every machine sees once in all. A lock that stops changing
+    (its maker was killed) is taken over; made_entry(entry) releases it."""
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        while not entry.exists():  # this machine's first process makes it or waits: torchrun
+            time.sleep(0.5)  # stops every process of the machine if it fails
+        return False
+    lock = entry.with_name(entry.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while not entry.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            stop = threading.Event()
+            beating = threading.Thread(target=beat, args=(lock, stop), daemon=True)
+            beating.start()
+            held_locks[entry] = (stop, beating)
+            return True
+        wait_for_lock(lock, entry)
     return False
+
+
+def lock_owner() -> str:
+    """Who holds a lock: this machine and process, as a lock file says."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def beat(lock: Path, stop: threading.Event) -> None:
+    """While this process makes an entry: its lock's content changes every LOCK_BEAT seconds."""
+    count = 0
+    while True:
+        count += 1
+        with contextlib.suppress(OSError):  # never made again once it is gone
+            fd = os.open(lock, os.O_WRONLY | os.O_TRUNC)
+            os.write(fd, f"{lock_owner()} {count}\n".encode())
+            os.close(fd)
+        if stop.wait(LOCK_BEAT):
+            return
+
+
+def made_entry(entry: Path) -> None:
+    """``entry`` is in place (or will not be: this process stops): its lock goes."""
+    stop, beating = held_locks.pop(entry, (None, None))
+    if stop is not None:
+        stop.set()
+        beating.join()
+        entry.with_name(entry.name + ".lock").unlink(missing_ok=True)
+
+
+@atexit.register
+def release_locks() -> None:
+    """A maker that stops before its entry is made lets a waiting process take over at once."""
+    for entry in list(held_locks):
+        made_entry(entry)
+
+
+def wait_for_lock(lock: Path, entry: Path) -> None:
+    """Wait until ``entry`` is there, its lock is gone, or the lock is stale (then removed): its
+    content unchanged for LOCK_STALE seconds, or its process gone from this machine."""
+    said, last, since = False, None, time.monotonic()
+    while not entry.exists():
+        try:
+            content = lock.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        if content != last:
+            last, since = content, time.monotonic()
+        owner = content.split()  # host, process, beat
+        gone = len(owner) > 1 and owner[0] == socket.gethostname() and not alive(int(owner[1]))
+        if gone or time.monotonic() - since > LOCK_STALE:
+            print(f"note: {lock} was left by a process that stopped ({content.strip()}); taking it")
+            lock.unlink(missing_ok=True)
+            return
+        if not said:
+            print(f"waiting for {content.strip() or 'another process'} to make {entry}", flush=True)
+            said = True
+        time.sleep(0.5)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def processes(rows: int) -> int:
@@ -209,11 +300,11 @@ def check_rows(source: DataSource, cache: Path) -> None:
     if not shapes:
         sys.exit(f"error: {name}: no examples")
     found = ", ".join(f"{count} {shape}" for shape, count in shapes.most_common())
-    print_main(
-        f"data: {name}: {shapes.total()} rows ({found}), checked in {seconds_since(started)}"
-    )
+    took = seconds_since(started)  # said by the process that checked, on each machine that did
+    print(f"data: {name}: {shapes.total()} rows ({found}), checked in {took}", flush=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(path) + "\n", encoding="utf-8")
+    made_entry(marker)
 
 
 def seconds_since(started: float) -> str:
@@ -324,7 +415,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     )
     folder = cache / "tokens" / cache_key(key, code_of(as_lines), str(max_length))
     made = folder / "mhgen_profile.json"
-    if made.is_file() or not first_process_makes(made):
+    if made.is_file() or not first_process_makes(folder):
         print_main(
             f"tokenized data: {folder} (made by an earlier run on the same data; safe to delete)"
         )
@@ -370,16 +461,16 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
         os.rename(staging, folder)  # in one step; fails where another run made it first
     except OSError:
         shutil.rmtree(staging)  # the same tokens, made by another run first: those are used
+    made_entry(folder)
     if is_lines_file(source.path):  # its lines: the tokens are made
         shutil.rmtree(cache / "lines" / fingerprint_name(source), ignore_errors=True)
         with contextlib.suppress(OSError):  # another run's lines may be there: they stay
             (cache / "lines").rmdir()
     count = f"{workers} processes" if workers > 1 else "1 process"
-    print_main(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})")
+    print(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})", flush=True)
     if kept:
-        print_main(
-            f"tokenized data: {folder} (a later run on the same data reuses it; safe to delete)"
-        )
+        reused = "a later run on the same data reuses it; safe to delete"
+        print(f"tokenized data: {folder} ({reused})", flush=True)
     return load_from_disk(str(folder)), profile
 
 

@@ -266,3 +266,37 @@ def save_adapter(trainer, tokenizer, output_dir: Path) -> None:
         for file in sorted(staged.iterdir()):
             promote(file, output_dir / file.name)
         shutil.rmtree(output_dir / STAGING)
+
+
+def unshared_output(trainer, output_dir: Path) -> str:
+    """Under torchrun: why not every process sees the files the main process writes into
+    output_dir ("" when they do). On several machines it must be on storage they share: the
+    main process promotes checkpoints there (under FSDP every process writes a part) and every
+    process resumes from them. Nothing else is written before this."""
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return ""
+    main = trainer.is_world_process_zero()
+    token = [os.urandom(8).hex() if main else None]
+    probe = output_dir / ".mhgen-shared-probe"
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token[0], encoding="utf-8")
+    torch.distributed.broadcast_object_list(token, src=0)
+    try:
+        seen = probe.read_text(encoding="utf-8") == token[0]
+    except OSError:
+        seen = False
+    blind = torch.tensor(0 if seen else 1, device=trainer.args.device)
+    torch.distributed.all_reduce(blind)  # how many processes do not see it
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        probe.unlink()
+    if not blind.item():
+        return ""
+    return (
+        f"error: {output_dir}: {int(blind.item())} of {trainer.args.world_size} processes do not "
+        "see the files the main process writes there; on several machines the output folder "
+        "must be on storage they all share (the same NFS or Lustre path on each)"
+    )

@@ -4,6 +4,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -22,7 +23,13 @@ from .data import (
 )
 from .merge import MERGE_FORMATS
 from .model_files import load_tokenizer, note_untested_versions, print_main, require
-from .output_folder import remove_replaced_run, save_adapter, set_aside_replaced_run, write_record
+from .output_folder import (
+    remove_replaced_run,
+    save_adapter,
+    set_aside_replaced_run,
+    unshared_output,
+    write_record,
+)
 from .sources import ChatFormat, DataSource
 from .training import (
     NotFinite,
@@ -30,11 +37,13 @@ from .training import (
     exit_on_signals,
     fail,
     leave_process_group,
+    lost_contact,
     not_finite,
 )
 
 EXIT_NOT_FINITE = 3  # exit status when stop_on_nan stops the run
 EXIT_OUT_OF_MEMORY = 4  # exit status when the GPU runs out of memory
+EXIT_LOST_CONTACT = 5  # exit status when another machine or process of the run stopped
 
 
 def quiet_known_warnings() -> None:
@@ -53,20 +62,31 @@ def quiet_known_warnings() -> None:
 def start(
     doc: str, data: str, output_dir: str, max_steps: int, mxfp4: bool = False
 ) -> argparse.Namespace:
-    """The script's command line; ``doc``, the script's docstring, is its --help, and the other
-    arguments are the defaults of --data, --output-dir and --max-steps, and whether --merge can
-    write the experts in MXFP4 (gpt-oss). args.merge is None, or the merge's format
-    (MERGE_FORMATS). Known harmless warnings
+    """The script's command line; ``doc``, the script's docstring, gives its --help (the summary
+    and the commands), and the other arguments are the defaults of --data, --output-dir and
+    --max-steps, and whether --merge can write the experts in MXFP4 (gpt-oss). args.merge is
+    None, or the merge's format (MERGE_FORMATS); args.data_cache a Path. Known harmless warnings
     are silenced, SIGTERM and Ctrl-C end the script at once (exit_on_signals) until training
-    starts, and a missing library stops it in one line."""
+    starts, and a missing library stops it in one line. Started again by torchrun
+    (--max-restarts), the run resumes."""
     quiet_known_warnings()
     exit_on_signals()
     require("transformers", "datasets")  # what every command needs
+    paragraphs = doc.split("\n\n")
     parser = argparse.ArgumentParser(
-        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=paragraphs[0],
+        epilog=next((p for p in paragraphs if p.startswith("Train on")), None),  # the commands
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", default=data, help="training data: a file, folder or Hub id")
     parser.add_argument("--output-dir", default=output_dir, help="where the adapter is written")
+    parser.add_argument(
+        "--data-cache",
+        metavar="DIR",
+        help="where the checked and tokenized data is kept for the next run (default: "
+        "mhgen-data-cache beside the output folder); on several machines, a disk of each one's "
+        "own or one they share",
+    )
     parser.add_argument("--max-steps", type=int, default=max_steps, help="-1: NUM_TRAIN_EPOCHS")
     parser.add_argument("--dry-run", action="store_true", help="check the data, load no model")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -96,6 +116,11 @@ def start(
     args.merge = merge_format if args.merge else None
     if args.sample < 0:
         parser.error(f"--sample {args.sample}: N must be 0 (no samples) or more")
+    args.data_cache = Path(args.data_cache or Path(args.output_dir).parent / "mhgen-data-cache")
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restarts:  # torchrun --max-restarts started the run again after a failure
+        print_main(f"torchrun restarted the run (restart {restarts}): resuming it")
+        args.resume, args.overwrite = True, False
     note_untested_versions()
     return args
 
@@ -229,6 +254,9 @@ def train(
         f"effective batch: {per_device} per device x {accumulation} accumulation steps x "
         f"{world} processes = {per_device * accumulation * world} {unit} per optimizer step"
     )
+    problem = unshared_output(trainer, output_dir)
+    if problem:
+        fail(problem, 1, trainer)
     if trainer.is_world_process_zero():
         if overwrite:
             set_aside_replaced_run(output_dir)
@@ -249,6 +277,13 @@ def train(
         fail(not_finite(str(exc), output_dir), EXIT_NOT_FINITE, trainer)
     except torch.OutOfMemoryError:
         fail(out_of_memory(trainer.batch_shape), EXIT_OUT_OF_MEMORY, trainer)
+    except RuntimeError as exc:  # gloo's and NCCL's errors are RuntimeErrors
+        message = lost_contact(exc, output_dir)
+        if not message:
+            raise
+        sys.stdout.flush()
+        print(message, file=sys.stderr, flush=True)  # every process: the main one may be gone
+        os._exit(EXIT_LOST_CONTACT)  # at once: leaving the process group would wait for it
     if stopper.signal_number:
         step = trainer.state.global_step
         if step:

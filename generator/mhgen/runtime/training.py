@@ -326,6 +326,35 @@ def fail(message: str, code: int, trainer=None) -> None:
     sys.exit(code)
 
 
+# what gloo and NCCL say when another process of the run is gone (its machine or process stopped)
+LOST_CONTACT = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "ncclRemoteError",
+    "remote process exited",
+    "Watchdog caught collective operation timeout",
+)
+
+
+def lost_contact(error: BaseException, output_dir: Path) -> str:
+    """When ``error`` says another process of the run is gone: this process's one line on it,
+    and on what to run next ("" for another error)."""
+    import torch
+
+    said = next((words for words in LOST_CONTACT if words in str(error)), "")
+    if not said and not isinstance(error, torch.distributed.DistError):
+        return ""
+    whole = whole_checkpoints(output_dir)
+    newest = f"{whole[-1].name} is the newest checkpoint" if whole else "no checkpoint is saved yet"
+    return (
+        f"error: process {os.environ.get('RANK', '0')} lost contact with the run "
+        f"({said or type(error).__name__}): another machine or process of it stopped; {newest} "
+        "(the same command with --resume, on every machine, continues from it)"
+    )
+
+
 def out_of_memory(
     estimated_gib: float | None, gradient_checkpointing: bool, in_4bit: bool, batch
 ) -> str:
