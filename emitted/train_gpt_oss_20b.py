@@ -16,7 +16,7 @@
 # d08db5a7be8d997e85b87014f8286dc9839971fb7cb000982dd4eb7001f33838) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 26a7abb93f7abe2b614b7b611ca2d4d824267d778ab204dc875640588c5c3484
+# mhgen-body-sha256: af004550752a7d52f3e7cbdf95a7e58931fbec9f9deb0471b8967a83f8f83929
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -503,7 +503,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: a05ecff93e81ff98ff8f08807e4049c80abba1ee7e83ac42f0896a39ae67eb3f
+# runtime sha256: f21162f4b6a040744d3cc8447066981bf32851804a161903246bf7d8dbec79ee
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1027,7 +1027,9 @@ def lines_dataset(source: DataSource, cache: Path | None):
 
 LOCK_BEAT = 10  # seconds between the refreshes of a cache entry's lock while it is made
 LOCK_STALE = 120  # a lock unchanged this long was left by a process that stopped
-held_locks: dict[Path, tuple] = {}  # this process's locks: what stops their beat, and the beat
+making: set[Path] = set()  # the entries this process makes: their locks beat while they are here
+# (entries, not threads: datasets.map sends the functions of this script, with its globals, to
+# its worker processes, and a thread cannot be sent)
 
 
 def first_process_makes(entry: Path) -> bool:
@@ -1046,10 +1048,8 @@ def first_process_makes(entry: Path) -> bool:
     while not entry.exists():
         with contextlib.suppress(FileExistsError):
             os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            stop = threading.Event()
-            beating = threading.Thread(target=beat, args=(lock, stop), daemon=True)
-            beating.start()
-            held_locks[entry] = (stop, beating)
+            making.add(entry)
+            threading.Thread(target=beat, args=(entry,), name=f"lock {lock}", daemon=True).start()
             return True
         wait_for_lock(lock, entry)
     return False
@@ -1060,32 +1060,37 @@ def lock_owner() -> str:
     return f"{socket.gethostname()} {os.getpid()}"
 
 
-def beat(lock: Path, stop: threading.Event) -> None:
-    """While this process makes an entry: its lock's content changes every LOCK_BEAT seconds."""
-    count = 0
-    while True:
+def beat(entry: Path) -> None:
+    """While this process makes ``entry``: its lock's content changes every LOCK_BEAT seconds."""
+    lock, count = entry.with_name(entry.name + ".lock"), 0
+    while entry in making:
         count += 1
         with contextlib.suppress(OSError):  # never made again once it is gone
             fd = os.open(lock, os.O_WRONLY | os.O_TRUNC)
             os.write(fd, f"{lock_owner()} {count}\n".encode())
             os.close(fd)
-        if stop.wait(LOCK_BEAT):
-            return
+        for _ in range(LOCK_BEAT * 2):
+            if entry not in making:
+                return
+            time.sleep(0.5)
 
 
 def made_entry(entry: Path) -> None:
     """``entry`` is in place (or will not be: this process stops): its lock goes."""
-    stop, beating = held_locks.pop(entry, (None, None))
-    if stop is not None:
-        stop.set()
-        beating.join()
-        entry.with_name(entry.name + ".lock").unlink(missing_ok=True)
+    if entry not in making:
+        return
+    making.discard(entry)
+    lock = entry.with_name(entry.name + ".lock")
+    for beating in threading.enumerate():
+        if beating.name == f"lock {lock}":
+            beating.join()  # its last write is done: the lock is removed after it
+    lock.unlink(missing_ok=True)
 
 
 @atexit.register
 def release_locks() -> None:
     """A maker that stops before its entry is made lets a waiting process take over at once."""
-    for entry in list(held_locks):
+    for entry in list(making):
         made_entry(entry)
 
 
@@ -1158,6 +1163,16 @@ def check_rows(source: DataSource, cache: Path) -> None:
     if marker.is_file() or not first_process_makes(marker):
         print_main(f"data: {name}, checked by an earlier run with the same chat format")
         return
+    try:
+        check_every_row(source, cache, name)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(path) + "\n", encoding="utf-8")
+    finally:  # made, or this process stops: the lock goes
+        made_entry(marker)
+
+
+def check_every_row(source: DataSource, cache: Path, name: str) -> None:
+    """check_rows' work: every row read and checked, in parallel; stops on the first bad rows."""
     from datasets import Features, Value
 
     started = time.monotonic()
@@ -1175,7 +1190,7 @@ def check_rows(source: DataSource, cache: Path) -> None:
         fn_kwargs={
             "name": name,
             "to_conversation": source.to_conversation,
-            "in_table": not is_lines_file(path),
+            "in_table": not is_lines_file(source.path),
         },
         desc=f"checking {name}",
     )
@@ -1191,9 +1206,6 @@ def check_rows(source: DataSource, cache: Path) -> None:
     found = ", ".join(f"{count} {shape}" for shape, count in shapes.most_common())
     took = seconds_since(started)  # said by the process that checked, on each machine that did
     print(f"data: {name}: {shapes.total()} rows ({found}), checked in {took}", flush=True)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(path) + "\n", encoding="utf-8")
-    made_entry(marker)
 
 
 def seconds_since(started: float) -> str:
@@ -1294,7 +1306,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
     A later run on the same data with the same tokenizer and code takes them from ``cache``, in
     the folder named by all that decides them (``kept`` False: this run deletes it when it ends,
     so its name is not printed)."""
-    from datasets import Features, List, Value, load_from_disk
+    from datasets import load_from_disk
 
     key = cache_key(
         fingerprint(source),
@@ -1309,12 +1321,32 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
             f"tokenized data: {folder} (made by an earlier run on the same data; safe to delete)"
         )
         return load_from_disk(str(folder)), json.loads(made.read_text(encoding="utf-8"))
-    started, name = time.monotonic(), data_name(source)
+    started = time.monotonic()
+    try:
+        profile, rows, workers = write_tokens(source, tokenize, cache, folder, max_length)
+    finally:  # made, or this process stops: the lock goes
+        made_entry(folder)
+    if is_lines_file(source.path):  # its lines: the tokens are made
+        shutil.rmtree(cache / "lines" / fingerprint_name(source), ignore_errors=True)
+        with contextlib.suppress(OSError):  # another run's lines may be there: they stay
+            (cache / "lines").rmdir()
+    count = f"{workers} processes" if workers > 1 else "1 process"
+    print(f"tokenized {rows} rows in {seconds_since(started)} ({count})", flush=True)
+    if kept:
+        reused = "a later run on the same data reuses it; safe to delete"
+        print(f"tokenized data: {folder} ({reused})", flush=True)
+    return load_from_disk(str(folder)), profile
+
+
+def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_length: int):
+    """tokenized's work: the examples written to ``folder``, in parallel; returns their length
+    profile, the rows read and the processes that read them."""
+    from datasets import Features, List, Value
+
     lines = lines_dataset(source, cache)
     workers = processes(len(lines))
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    in_table = not is_lines_file(source.path)
     sequences = {f"{side}{key}": List(Value("int32")) for side in source.sides for key in LABELED}
     rows = lines.map(
         tokenize_rows,
@@ -1327,14 +1359,14 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
             {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
-            "name": name,
+            "name": data_name(source),
             "to_conversation": source.to_conversation,
-            "in_table": in_table,
+            "in_table": not is_lines_file(source.path),
             "tokenize": tokenize,
             "max_length": max_length,
             "sides": source.sides,
         },
-        desc=f"tokenizing {name} ({workers} processes)",
+        desc=f"tokenizing {data_name(source)} ({workers} processes)",
     )
     columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
     profile = length_profile(columns["length"], columns["kept"], max_length)
@@ -1350,17 +1382,7 @@ def tokenized(source: DataSource, tokenize, cache: Path, max_length: int, kept: 
         os.rename(staging, folder)  # in one step; fails where another run made it first
     except OSError:
         shutil.rmtree(staging)  # the same tokens, made by another run first: those are used
-    made_entry(folder)
-    if is_lines_file(source.path):  # its lines: the tokens are made
-        shutil.rmtree(cache / "lines" / fingerprint_name(source), ignore_errors=True)
-        with contextlib.suppress(OSError):  # another run's lines may be there: they stay
-            (cache / "lines").rmdir()
-    count = f"{workers} processes" if workers > 1 else "1 process"
-    print(f"tokenized {len(lines)} rows in {seconds_since(started)} ({count})", flush=True)
-    if kept:
-        reused = "a later run on the same data reuses it; safe to delete"
-        print(f"tokenized data: {folder} ({reused})", flush=True)
-    return load_from_disk(str(folder)), profile
+    return profile, len(lines), workers
 
 
 def length_profile(lengths, kept, max_length: int) -> dict:

@@ -680,7 +680,7 @@ def test_one_process_makes_an_entry_and_its_lock_goes_when_it_is_made(tmp_path, 
     assert lock.exists()
     entry.mkdir()
     data.made_entry(entry)
-    assert not lock.exists() and entry not in data.held_locks
+    assert not lock.exists() and entry not in data.making
     assert not data.first_process_makes(entry)  # it is there: nobody makes it again
 
 
