@@ -16,7 +16,7 @@
 # d08db5a7be8d997e85b87014f8286dc9839971fb7cb000982dd4eb7001f33838) for the model
 # openai/gpt-oss-20b, whose family, gpt-oss, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: af004550752a7d52f3e7cbdf95a7e58931fbec9f9deb0471b8967a83f8f83929
+# mhgen-body-sha256: 5d25146a41577aa04bd69b340a64803affe3cbe488896395c98d3d6b7d812ca5
 """Fine-tune a QLoRA (4-bit) adapter of openai/gpt-oss-20b on harmony conversations.
 
 Notes:
@@ -503,7 +503,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: f21162f4b6a040744d3cc8447066981bf32851804a161903246bf7d8dbec79ee
+# runtime sha256: b1a842a9f6d3600ed2624fb982a1abca2ec3ee565646e5d5869e4e7f36babd52
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1343,7 +1343,7 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
     profile, the rows read and the processes that read them."""
     from datasets import Features, List, Value
 
-    lines = lines_dataset(source, cache)
+    name, lines = data_name(source), lines_dataset(source, cache)
     workers = processes(len(lines))
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -1359,14 +1359,14 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
             {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
-            "name": data_name(source),
+            "name": name,
             "to_conversation": source.to_conversation,
             "in_table": not is_lines_file(source.path),
             "tokenize": tokenize,
             "max_length": max_length,
             "sides": source.sides,
         },
-        desc=f"tokenizing {data_name(source)} ({workers} processes)",
+        desc=f"tokenizing {name} ({workers} processes)",
     )
     columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
     profile = length_profile(columns["length"], columns["kept"], max_length)

@@ -16,7 +16,7 @@
 # c433359357bbf0ff6867e05082cbf668a653cc46236f0dcec1819374eca3ed0b) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: cd7d405bb594150729ebe838a509884b917e77960546eee5fc995030c96c989c
+# mhgen-body-sha256: 2f05390de62a0ba209495753d32988c66a8ea67a549acf7962fd34a208ef3e9f
 """Fine-tune a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on chatml conversations.
 
 Notes:
@@ -406,7 +406,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: f21162f4b6a040744d3cc8447066981bf32851804a161903246bf7d8dbec79ee
+# runtime sha256: b1a842a9f6d3600ed2624fb982a1abca2ec3ee565646e5d5869e4e7f36babd52
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1246,7 +1246,7 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
     profile, the rows read and the processes that read them."""
     from datasets import Features, List, Value
 
-    lines = lines_dataset(source, cache)
+    name, lines = data_name(source), lines_dataset(source, cache)
     workers = processes(len(lines))
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -1262,14 +1262,14 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
             {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
-            "name": data_name(source),
+            "name": name,
             "to_conversation": source.to_conversation,
             "in_table": not is_lines_file(source.path),
             "tokenize": tokenize,
             "max_length": max_length,
             "sides": source.sides,
         },
-        desc=f"tokenizing {data_name(source)} ({workers} processes)",
+        desc=f"tokenizing {name} ({workers} processes)",
     )
     columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
     profile = length_profile(columns["length"], columns["kept"], max_length)

@@ -16,7 +16,7 @@
 # 222a179eb1a3d99c5fbf8dda1ba1c8c6d11c0eb002eaa8ec6c8e7ff7f46e5c38) for the model Qwen/Qwen3-8B,
 # whose family, qwen3, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 6b51594b4d629b28528f14fd0c1961934fd038d831b33714a2eeb88c8c5054f0
+# mhgen-body-sha256: d3fcbecb1aa556e07dc30b9e5a7ee59912b4e39617d39ef04a18e8798a0669f5
 """Preference-tune (DPO) a QLoRA (4-bit) adapter of Qwen/Qwen3-8B on pairs of chatml replies.
 
 Notes:
@@ -428,7 +428,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: f21162f4b6a040744d3cc8447066981bf32851804a161903246bf7d8dbec79ee
+# runtime sha256: b1a842a9f6d3600ed2624fb982a1abca2ec3ee565646e5d5869e4e7f36babd52
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1268,7 +1268,7 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
     profile, the rows read and the processes that read them."""
     from datasets import Features, List, Value
 
-    lines = lines_dataset(source, cache)
+    name, lines = data_name(source), lines_dataset(source, cache)
     workers = processes(len(lines))
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -1284,14 +1284,14 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
             {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
-            "name": data_name(source),
+            "name": name,
             "to_conversation": source.to_conversation,
             "in_table": not is_lines_file(source.path),
             "tokenize": tokenize,
             "max_length": max_length,
             "sides": source.sides,
         },
-        desc=f"tokenizing {data_name(source)} ({workers} processes)",
+        desc=f"tokenizing {name} ({workers} processes)",
     )
     columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
     profile = length_profile(columns["length"], columns["kept"], max_length)

@@ -16,7 +16,7 @@
 # 53cdaa69619197184310c68dba32e07967db51c42c2f5b686321a4cf8f290185) for the model
 # unsloth/Qwen3-Coder-30B-A3B-Instruct, whose family, qwen3-coder, comes from its name.
 # The config is the source: change it and run `mhgen compile`. Hand edits are detected and kept.
-# mhgen-body-sha256: 39b51faee2aabd041630543479b6e9f0cdb3a113514c6d2e4f566a39d509bbc5
+# mhgen-body-sha256: 84f0031e20cea5cac29167ebce731e430f131e0a7cee984070fe7700d442b58a
 """Fine-tune a QLoRA (4-bit) adapter of unsloth/Qwen3-Coder-30B-A3B-Instruct on chatml
 conversations.
 
@@ -425,7 +425,7 @@ def main() -> None:
 
 
 # ==== mhgen runtime 0.5.0, the same in every script this version writes ====
-# runtime sha256: f21162f4b6a040744d3cc8447066981bf32851804a161903246bf7d8dbec79ee
+# runtime sha256: b1a842a9f6d3600ed2624fb982a1abca2ec3ee565646e5d5869e4e7f36babd52
 
 
 # ---- reading a row of the data as chat messages, and checking them
@@ -1265,7 +1265,7 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
     profile, the rows read and the processes that read them."""
     from datasets import Features, List, Value
 
-    lines = lines_dataset(source, cache)
+    name, lines = data_name(source), lines_dataset(source, cache)
     workers = processes(len(lines))
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -1281,14 +1281,14 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
             {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
-            "name": data_name(source),
+            "name": name,
             "to_conversation": source.to_conversation,
             "in_table": not is_lines_file(source.path),
             "tokenize": tokenize,
             "max_length": max_length,
             "sides": source.sides,
         },
-        desc=f"tokenizing {data_name(source)} ({workers} processes)",
+        desc=f"tokenizing {name} ({workers} processes)",
     )
     columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
     profile = length_profile(columns["length"], columns["kept"], max_length)

@@ -454,7 +454,7 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
     profile, the rows read and the processes that read them."""
     from datasets import Features, List, Value
 
-    lines = lines_dataset(source, cache)
+    name, lines = data_name(source), lines_dataset(source, cache)
     workers = processes(len(lines))
     if workers > 1:  # each process tokenizes on one thread: the parallelism is theirs
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -470,14 +470,14 @@ def write_tokens(source: DataSource, tokenize, cache: Path, folder: Path, max_le
             {**sequences, "length": Value("int32"), "kept": Value("bool"), "row": Value("int64")}
         ),
         fn_kwargs={
-            "name": data_name(source),
+            "name": name,
             "to_conversation": source.to_conversation,
             "in_table": not is_lines_file(source.path),
             "tokenize": tokenize,
             "max_length": max_length,
             "sides": source.sides,
         },
-        desc=f"tokenizing {data_name(source)} ({workers} processes)",
+        desc=f"tokenizing {name} ({workers} processes)",
     )
     columns = rows.select_columns(["length", "kept"]).with_format("numpy")[:]
     profile = length_profile(columns["length"], columns["kept"], max_length)
